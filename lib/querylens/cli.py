@@ -1,0 +1,50 @@
+"""Command line for every job: `querylens JOB [--conf FILE] [--set k=v ...] [--run-id ID]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from querylens.config import Config, ConfigError, load_config
+
+
+def parse(job: str, argv: list[str]) -> tuple[Config, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog=f"querylens {job}")
+    parser.add_argument("--conf", help="YAML config file (defaults: built-in local settings)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value; repeatable")
+    parser.add_argument("--run-id", help="run id to write (or, for a single stage, to continue)")
+    args = parser.parse_args(argv)
+    return load_config(args.conf, args.set), args
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `querylens` console script and of every file in jobs/."""
+    from querylens.jobs import JOBS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in JOBS:
+        names = ", ".join(sorted(JOBS))
+        given = argv[0] if argv else "nothing"
+        print(f"querylens: unknown job {given!r}; choose one of: {names}", file=sys.stderr)
+        return 2
+    return run_job(argv[0], JOBS[argv[0]], argv[1:])
+
+
+def run_job(name: str, job: Callable[[Config, argparse.Namespace], None], argv: list[str]) -> int:
+    setup_logging()
+    try:
+        config, args = parse(name, argv)
+        job(config, args)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        print(f"querylens {name}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

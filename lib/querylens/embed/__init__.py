@@ -1,0 +1,1 @@
+"""Query embeddings: encoders, the Spark UDF and the embedding cache."""

@@ -1,0 +1,66 @@
+"""The jobs: thin glue between config, the session and the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+from querylens.config import Config
+from querylens.pipeline import STAGES, run_pipeline
+from querylens.runs import Run
+from querylens.session import build_session
+
+log = logging.getLogger("querylens")
+
+
+def pipeline_job(config: Config, args: argparse.Namespace) -> None:
+    """Every stage in one Spark application."""
+    spark = build_session(config)
+    run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+    run_pipeline(run)
+    print_summary(run)
+
+
+def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
+    def job(config: Config, args: argparse.Namespace) -> None:
+        if stage != "ingest" and not args.run_id:
+            raise ValueError(f"the {stage} job needs --run-id of a run whose ingest has run")
+        spark = build_session(config)
+        run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+        run_pipeline(run, [stage])
+        log.info("run id: %s", run.run_id)
+
+    job.__doc__ = f"Only the {stage} stage."
+    return job
+
+
+def generate_logs_job(config: Config, args: argparse.Namespace) -> None:
+    """Write demo search logs and their ground truth."""
+    from querylens.demo import write_demo_logs
+
+    write_demo_logs(build_session(config), config)
+
+
+def print_summary(run: Run) -> None:
+    db = run.database
+    clusters = run.spark.sql(
+        f"SELECT cluster_id, size, top_queries FROM {db}.clusters "
+        f"WHERE run_id = '{run.run_id}' ORDER BY size DESC LIMIT 5"
+    ).collect()
+    lines = [f"run {run.run_id} completed; tables in database '{db}' "
+             f"(warehouse {run.config.run.warehouse_dir}):"]
+    lines += [f"  {db}.{t}: {n} rows" for t, n in sorted(run.counts.items())]
+    lines.append("largest clusters:")
+    lines += [f"  #{r.cluster_id} ({r.size} queries): {', '.join(r.top_queries[:5])}"
+              for r in clusters]
+    lines.append(f"query them: spark.sql(\"SELECT * FROM {db}.clusters "
+                 f"WHERE run_id = '{run.run_id}'\")")
+    print("\n".join(lines))
+
+
+JOBS: dict[str, Callable[[Config, argparse.Namespace], None]] = {
+    "pipeline": pipeline_job,
+    "generate_logs": generate_logs_job,
+    **{name: stage_job(name) for name in STAGES},
+}
