@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def test_config(root: Path, *overrides: str) -> Config:
+def make_config(root: Path, *overrides: str) -> Config:
     """Local config whose warehouse, metastore and outputs live under `root`."""
     return load_config(None, [
         f"run.warehouse_dir={root / 'warehouse'}",
@@ -35,7 +35,7 @@ def spark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def config(spark_root: Path) -> Config:
-    return test_config(spark_root)
+    return make_config(spark_root)
 
 
 @pytest.fixture(scope="session")

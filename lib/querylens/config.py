@@ -24,7 +24,7 @@ class RunConfig:
     warehouse_dir: str = "work/warehouse"
     metastore_dir: str = "work/metastore"
     output_dir: str = "work/output"
-    table_format: str = "parquet"
+    table_format: Literal["parquet", "orc", "delta", "iceberg"] = "parquet"
     seed: int = 42
     run_id: str | None = None
 
@@ -85,22 +85,104 @@ class GenerateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EmbedConfig:
+    """Embedding model and how it runs; `fallback` is used (loudly) if `model` cannot load."""
+
     model: str = "minilm"
     fallback: str | None = None
     batch_size: int = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     normalize: bool = True
+    cuda_graphs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
-    backend: Literal["sklearn", "mllib", "auto"] = "sklearn"
+    backend: Literal["sklearn", "mllib", "auto"] = "auto"
+    auto_max_rows: int = 2_000_000
     n_components: int = 10
     n_clusters: int = 15
     n_init: int = 10
     max_iter: int = 300
+    tol: float = 1e-4
     seed: int = 42
+    init_steps: int = 2
+    fit_sample_size: int | None = 200_000
     n_exemplars: int = 5
+    n_terms: int = 10
+    label_terms: int = 3
+    sweep: bool = True
+    sweep_components: list[int] = dataclasses.field(
+        default_factory=lambda: [5, 10, *range(20, 220, 20)]
+    )
+    sweep_clusters: list[int] = dataclasses.field(default_factory=lambda: [10, 20])
+    sweep_sample_size: int = 10_000
+    sweep_n_init: int = 3
+    silhouette_sample_size: int = 10_000
+    stability_seeds: list[int] = dataclasses.field(default_factory=lambda: [7, 1234])
+    stability_sample_size: int = 20_000
+    compare_backends: bool = False
+    bad_embeddings: Literal["error", "drop"] = "error"
+    model_dir: str | None = None
+    match_previous: bool = True
+    score_version: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SuccessConfig:
+    unit: Literal["search", "session"] = "search"
+    click_weight: float = 1.0
+    add_to_bag_weight: float = 2.0
+    purchase_weight: float = 4.0
+    threshold: float | None = None
+    threshold_quantile: float = 0.5
+    min_support: int = 5
+    prior_strength: float = 10.0
+    backend: Literal["driver", "distributor", "auto"] = "auto"
+    distributor_min_rows: int = 200_000
+    num_processes: int = 2
+    hidden_sizes: list[int] = dataclasses.field(default_factory=lambda: [64])
+    dropout: float = 0.1
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 100
+    patience: int = 5
+    cluster_features: bool = True
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    model_dir: str | None = None
+    scoring_batch_size: int = 4096
+    calibration_bins: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendConfig:
+    n_recommendations: int = 5
+    predicted_fail_below: float = 0.5
+    min_cluster_success_rate: float = 0.5
+    min_similarity: float = 0.3
+    min_support: int = 10
+    index: Literal["exact", "ivf", "auto"] = "auto"
+    exact_max_candidates: int = 20_000
+    ivf_lists: int | None = None
+    ivf_probe: int = 8
+    max_candidates_per_cluster: int | None = None
+    recall_sample: int = 1000
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    projection: Literal["tsne", "pca"] = "tsne"
+    map_sample: int = 3000
+    knife_sample: int = 20_000
+    knife_refit_sample: int = 3000
+    eval_sample: int = 200_000
+    n_failing: int = 5
+    n_recommendations: int = 3
+    seed: int = 42
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +194,9 @@ class Config:
     generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
     embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    success: SuccessConfig = dataclasses.field(default_factory=SuccessConfig)
+    recommend: RecommendConfig = dataclasses.field(default_factory=RecommendConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def validate(self) -> Config:
         """Check cross-field rules that types alone cannot express."""
@@ -125,6 +210,11 @@ class Config:
             raise ConfigError(
                 f"cluster.n_components must be >= 1, got {self.cluster.n_components}"
             )
+        validate_cluster(self.cluster)
+        validate_success(self.success)
+        validate_recommend(self.recommend)
+        validate_report(self.report)
+        validate_embed(self.embed)
         for key, value in [
             ("embed.batch_size", self.embed.batch_size),
             ("generate.n_events", self.generate.n_events),
@@ -134,6 +224,96 @@ class Config:
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         return self
+
+
+def validate_embed(e: EmbedConfig) -> None:
+    """The embed section: a model is named and the fallback differs from it."""
+    if not e.model.strip():
+        raise ConfigError("embed.model must name a model (e.g. minilm or a CLIP folder or id)")
+    if e.fallback is not None and e.fallback.strip() in ("", e.model):
+        raise ConfigError(
+            f"embed.fallback must name a different model than embed.model, got {e.fallback!r}"
+        )
+
+
+def validate_cluster(c: ClusterConfig) -> None:
+    """Ranges of the cluster section's sizes, grids and samples."""
+    for key, value, low in [
+        ("n_init", c.n_init, 1), ("max_iter", c.max_iter, 1), ("init_steps", c.init_steps, 1),
+        ("n_exemplars", c.n_exemplars, 1), ("n_terms", c.n_terms, 1),
+        ("label_terms", c.label_terms, 1), ("sweep_n_init", c.sweep_n_init, 1),
+        ("sweep_sample_size", c.sweep_sample_size, 2),
+        ("silhouette_sample_size", c.silhouette_sample_size, 2),
+        ("stability_sample_size", c.stability_sample_size, 2),
+        ("auto_max_rows", c.auto_max_rows, 1),
+        ("fit_sample_size", c.fit_sample_size if c.fit_sample_size is not None else 2, 2),
+    ]:
+        if value < low:
+            raise ConfigError(f"cluster.{key} must be >= {low}, got {value}")
+    if c.tol < 0:
+        raise ConfigError(f"cluster.tol must be >= 0, got {c.tol}")
+    if c.sweep and (not c.sweep_components or not c.sweep_clusters):
+        raise ConfigError(
+            "cluster.sweep_components and cluster.sweep_clusters must be non-empty when "
+            "cluster.sweep is true"
+        )
+    for key, values, low in [("sweep_components", c.sweep_components, 1),
+                             ("sweep_clusters", c.sweep_clusters, 2)]:
+        bad = [v for v in values if v < low]
+        if bad:
+            raise ConfigError(f"cluster.{key} values must be >= {low}, got {bad}")
+
+
+def validate_success(s: SuccessConfig) -> None:
+    """Ranges of the success section: weights, threshold rule, splits and training sizes."""
+    weights = {"click_weight": s.click_weight, "add_to_bag_weight": s.add_to_bag_weight,
+               "purchase_weight": s.purchase_weight}
+    for key, value in weights.items():
+        if value < 0:
+            raise ConfigError(f"success.{key} must be >= 0, got {value}")
+    if sum(weights.values()) <= 0:
+        raise ConfigError("success.click_weight + add_to_bag_weight + purchase_weight must be > 0")
+    if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
+        raise ConfigError(f"success.threshold must be in [0, 1] or null, got {s.threshold}")
+    for key, value in [("threshold_quantile", s.threshold_quantile), ("dropout", s.dropout)]:
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"success.{key} must be in [0, 1), got {value}")
+    for key, value in [("validation_fraction", s.validation_fraction),
+                       ("test_fraction", s.test_fraction)]:
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"success.{key} must be in (0, 1), got {value}")
+    if s.validation_fraction + s.test_fraction >= 1.0:
+        raise ConfigError("success.validation_fraction + success.test_fraction must be < 1")
+    for key, number in [("min_support", s.min_support), ("num_processes", s.num_processes),
+                        ("batch_size", s.batch_size), ("max_epochs", s.max_epochs),
+                        ("patience", s.patience), ("scoring_batch_size", s.scoring_batch_size),
+                        ("calibration_bins", s.calibration_bins),
+                        ("distributor_min_rows", s.distributor_min_rows)]:
+        if number < 1:
+            raise ConfigError(f"success.{key} must be >= 1, got {number}")
+    if s.prior_strength < 0:
+        raise ConfigError(f"success.prior_strength must be >= 0, got {s.prior_strength}")
+    if s.learning_rate <= 0 or s.weight_decay < 0:
+        raise ConfigError("success.learning_rate must be > 0 and success.weight_decay >= 0")
+    if not s.hidden_sizes or min(s.hidden_sizes) < 1:
+        raise ConfigError(f"success.hidden_sizes must be sizes >= 1, got {s.hidden_sizes}")
+
+
+def validate_recommend(r: RecommendConfig) -> None:
+    """Ranges of the recommend section."""
+    for key, value in [("predicted_fail_below", r.predicted_fail_below),
+                       ("min_cluster_success_rate", r.min_cluster_success_rate)]:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"recommend.{key} must be in [0, 1], got {value}")
+    if not -1.0 <= r.min_similarity <= 1.0:
+        raise ConfigError(f"recommend.min_similarity must be in [-1, 1], got {r.min_similarity}")
+    for key, number in [("n_recommendations", r.n_recommendations), ("min_support", r.min_support),
+                        ("exact_max_candidates", r.exact_max_candidates),
+                        ("ivf_probe", r.ivf_probe), ("recall_sample", r.recall_sample),
+                        ("ivf_lists", r.ivf_lists or 1),
+                        ("max_candidates_per_cluster", r.max_candidates_per_cluster or 1)]:
+        if number < 1:
+            raise ConfigError(f"recommend.{key} must be >= 1, got {number}")
 
 
 def require_identifier(key: str, value: str) -> str:
@@ -238,3 +418,14 @@ def join(prefix: str, name: str) -> str:
 def to_dict(config: Config) -> dict[str, Any]:
     """The config as plain data, for the run manifest."""
     return dataclasses.asdict(config)
+
+
+def validate_report(r: ReportConfig) -> None:
+    for key, value, low in [
+        ("report.map_sample", r.map_sample, 10), ("report.knife_sample", r.knife_sample, 10),
+        ("report.knife_refit_sample", r.knife_refit_sample, 10),
+        ("report.eval_sample", r.eval_sample, 10), ("report.n_failing", r.n_failing, 0),
+        ("report.n_recommendations", r.n_recommendations, 0),
+    ]:
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")

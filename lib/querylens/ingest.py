@@ -47,7 +47,7 @@ def read_raw(spark: SparkSession, config: InputConfig) -> DataFrame:
             return spark.read.csv(config.path, header=True, inferSchema=True, multiLine=False)
         return spark.read.parquet(config.path)
     except AnalysisException as exc:
-        raise InputError(f"cannot read {config.format} input {config.path}: {first_line(exc)}")
+        raise InputError(f"cannot read {describe(config)}: {first_line(exc)}") from exc
 
 
 def standardize(raw: DataFrame, config: InputConfig) -> DataFrame:
@@ -162,7 +162,7 @@ def ingest(
             F.count("query_key").alias("queries"),
         ).first()
     except AnalysisException as exc:
-        raise InputError(f"cannot read input {describe(input_config)}: {first_line(exc)}")
+        raise InputError(f"cannot read input {describe(input_config)}: {first_line(exc)}") from exc
     assert totals is not None
     if not totals["events"]:
         raise InputError(f"input has no search events: {describe(input_config)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from querylens.config import Config
 from querylens.pipeline import STAGES, run_pipeline
@@ -35,6 +36,30 @@ def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
     return job
 
 
+def score_job(config: Config, args: argparse.Namespace) -> None:
+    """Assign new queries to a saved cluster model without refitting.
+
+    Without --run-id it ingests `input.*` (e.g. new days of logs) into a new run first;
+    with --run-id it scores that run's queries. The model is `cluster.score_version`
+    (default: the latest) under `cluster.model_dir`.
+    """
+    spark = build_session(config)
+    run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+    run_pipeline(run, ["embed", "score"] if args.run_id else ["ingest", "embed", "score"])
+    log.info("run id: %s (scored with cluster model v%s)", run.run_id,
+             run.facts["score"]["model_version"])
+
+
+def report_job(config: Config, args: argparse.Namespace) -> None:
+    """Rebuild the HTML report of --run-id from its tables alone (no stage reruns)."""
+    from querylens.report import build_report
+
+    if not args.run_id:
+        raise ValueError("the report job needs --run-id of the run to report on")
+    path = build_report(build_session(config), config, args.run_id)
+    print(f"report: {path.resolve()}")
+
+
 def generate_logs_job(config: Config, args: argparse.Namespace) -> None:
     """Write demo search logs and their ground truth."""
     from querylens.demo import write_demo_logs
@@ -56,11 +81,15 @@ def print_summary(run: Run) -> None:
               for r in clusters]
     lines.append(f"query them: spark.sql(\"SELECT * FROM {db}.clusters "
                  f"WHERE run_id = '{run.run_id}'\")")
+    if "report" in run.facts:
+        lines.append(f"report: {Path(run.facts['report']['path']).resolve()}")
     print("\n".join(lines))
 
 
 JOBS: dict[str, Callable[[Config, argparse.Namespace], None]] = {
     "pipeline": pipeline_job,
     "generate_logs": generate_logs_job,
+    "score": score_job,
     **{name: stage_job(name) for name in STAGES},
+    "report": report_job,
 }

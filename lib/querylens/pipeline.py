@@ -9,9 +9,12 @@ from dataclasses import asdict
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from querylens.cluster import cluster_queries
+from querylens.cluster.stage import write_clusters, write_scores
 from querylens.embed.cache import embed_queries
+from querylens.executors import record_stage_tasks
 from querylens.ingest import ingest
+from querylens.report import build_report
+from querylens.report.data import manifest_of
 from querylens.runs import Run
 from querylens.tables import read_run_table
 
@@ -33,22 +36,28 @@ def run_queries(run: Run) -> DataFrame:
 def embed_stage(run: Run) -> None:
     """`queries` -> cached `query_embeddings` (only queries the cache lacks are embedded)."""
     stats = embed_queries(
-        run.spark, run_queries(run), run.config.embed, run.database, run.config.run.table_format
+        run.spark, run_queries(run), run.config.embed, run.database, run.config.run.table_format,
+        run_id=run.run_id,
     )
     run.facts["embed"] = asdict(stats)
-    log.info("[%s] embedded %d new queries, reused %d cached (%s)", run.run_id,
-             stats.embedded, stats.reused, stats.model_id)
+    log.info("[%s] embedded %d new queries, reused %d cached, skipped %d, truncated %d (%s%s)",
+             run.run_id, stats.embedded, stats.reused, stats.skipped, stats.truncated,
+             stats.model_id, ", FALLBACK" if stats.fallback else "")
 
 
 def cluster_stage(run: Run) -> None:
-    """Embeddings -> `cluster_assignments` and `clusters`."""
+    """Embeddings -> a new saved cluster model, `cluster_assignments`, `clusters`,
+    `cluster_sweep` (unless cluster.sweep=false), `pca_variance` and `model_metrics`."""
     if "embed" not in run.facts:
         embed_stage(run)
-    assignments, clusters = cluster_queries(
-        run.spark, this_run_embeddings(run), run_queries(run), run.config.cluster
-    )
-    run.write("cluster_assignments", assignments)
-    run.write("clusters", clusters)
+    run.facts["cluster"] = write_clusters(run, this_run_embeddings(run), run_queries(run))
+
+
+def score_stage(run: Run) -> None:
+    """Embeddings -> `cluster_assignments` and `clusters` under a saved model, no refit."""
+    if "embed" not in run.facts:
+        embed_stage(run)
+    run.facts["score"] = write_scores(run, this_run_embeddings(run), run_queries(run))
 
 
 def this_run_embeddings(run: Run) -> DataFrame:
@@ -62,19 +71,49 @@ def this_run_embeddings(run: Run) -> DataFrame:
     )
 
 
+def success_stage(run: Run) -> None:
+    """Queries, assignments, embeddings -> `success_labels`, `cluster_success`, the success
+    model, `success_predictions`, `success_calibration` and its `model_metrics` rows."""
+    from querylens.success.stages import success_stage as write_success
+
+    if "embed" not in run.facts:
+        embed_stage(run)
+    write_success(run, this_run_embeddings(run))
+
+
+def recommend_stage(run: Run) -> None:
+    """Labels, predictions, embeddings -> `recommendations` (+ recall, demo evaluation)."""
+    from querylens.success.stages import recommend_stage as write_recommendations
+
+    if "embed" not in run.facts:
+        embed_stage(run)
+    write_recommendations(run, this_run_embeddings(run))
+
+
+def report_stage(run: Run) -> None:
+    """This run's tables -> `report.html` and its PNGs under `run.output_dir/run_id`."""
+    path = build_report(run.spark, run.config, run.run_id, manifest_of(run))
+    run.facts["report"] = {"path": str(path)}
+
+
 STAGES: dict[str, Callable[[Run], object]] = {
     "ingest": ingest_stage,
     "embed": embed_stage,
     "cluster": cluster_stage,
+    "success": success_stage,
+    "recommend": recommend_stage,
+    "report": report_stage,
 }
+
+JOB_STAGES: dict[str, Callable[[Run], object]] = {"score": score_stage}
 
 
 def run_pipeline(run: Run, stages: list[str] | None = None) -> None:
     """Run `stages` (all by default) in order, recording the manifest even on failure."""
     try:
         for name in stages or list(STAGES):
-            with run.stage(name):
-                STAGES[name](run)
+            with run.stage(name), record_stage_tasks(run, name):
+                (STAGES[name] if name in STAGES else JOB_STAGES[name])(run)
     except BaseException:
         run.record("failed")
         raise

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from querylens.config import Config, to_dict
-from querylens.tables import write_run_table
+from querylens.tables import read_run_table, table_exists, write_run_table
 
 log = logging.getLogger("querylens")
 
@@ -24,7 +25,7 @@ TABLE = "runs"
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def versions() -> dict[str, str]:
@@ -50,7 +51,7 @@ class Run:
     spark: SparkSession
     config: Config
     run_id: str = field(default_factory=new_run_id)
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
@@ -76,12 +77,30 @@ class Run:
         log.info("[%s] wrote %s rows to %s.%s", self.run_id, rows, self.database, table)
         return rows
 
+    def add_metrics(self, rows: list[tuple[str, str, str, float]]) -> int:
+        """Merge (model, split, metric, value) rows into this run's `model_metrics` and rewrite it.
+
+        Rows already written for this run (by any stage or job) are kept unless the same
+        (model, split, metric) is given again; a non-finite value is refused.
+        """
+        merged: dict[tuple[str, str, str], float] = {}
+        if table_exists(self.spark, self.database, METRICS_TABLE):
+            existing = read_run_table(self.spark, self.database, METRICS_TABLE, self.run_id)
+            for r in existing.collect():
+                merged[(r["model"], r["split"], r["metric"])] = r["value"]
+        for model, split, metric, value in rows:
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"metric {model}/{split}/{metric} is {value}; leave it out")
+            merged[(model, split, metric)] = float(value)
+        records = [(*key, value) for key, value in sorted(merged.items())]
+        return self.write(METRICS_TABLE, self.spark.createDataFrame(records, METRICS_SCHEMA))
+
     def record(self, status: str) -> None:
         """Write this run's row of the `runs` manifest."""
         row = {
             "status": status,
             "started_at": self.started_at,
-            "finished_at": datetime.now(timezone.utc),
+            "finished_at": datetime.now(UTC),
             "config_json": json.dumps(to_dict(self.config), sort_keys=True),
             "versions_json": json.dumps(versions(), sort_keys=True),
             "timings_json": json.dumps(self.timings, sort_keys=True),
@@ -91,6 +110,9 @@ class Run:
         df = self.spark.createDataFrame([row], schema=MANIFEST_SCHEMA)
         write_run_table(df, self.database, TABLE, self.run_id, self.config.run.table_format)
 
+
+METRICS_TABLE = "model_metrics"
+METRICS_SCHEMA = "model string, split string, metric string, value double"
 
 MANIFEST_SCHEMA = (
     "status string, started_at timestamp, finished_at timestamp, config_json string, "

@@ -8,15 +8,16 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from querylens.catalog import catalog_conf, path_or_uri
 from querylens.config import Config
 
 
 def spark_conf(config: Config) -> dict[str, str]:
     """Spark settings implied by the config, with `spark.conf` entries taking precedence."""
-    warehouse = Path(config.run.warehouse_dir).resolve()
+    warehouse = path_or_uri(config.run.warehouse_dir)
     metastore = Path(config.run.metastore_dir).resolve()
     conf = {
-        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.sql.warehouse.dir": warehouse,
         "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(config.spark.arrow_batch_size),
@@ -28,6 +29,7 @@ def spark_conf(config: Config) -> dict[str, str]:
             f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"
         ),
     }
+    conf.update(catalog_conf(config.run.table_format))
     conf.update(config.spark.conf)
     return conf
 

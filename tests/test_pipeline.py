@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from querylens.config import Config
+from querylens.demo import write_demo_logs
+from querylens.pipeline import run_pipeline
+from querylens.runs import Run
+from tests.conftest import make_config
+
+ROOT = Path(__file__).parents[1]
+SMALL = ["generate.n_events=4000", "generate.n_queries=600", "cluster.n_clusters=6",
+         "cluster.n_components=5"]
+
+
+@pytest.fixture(scope="module")
+def demo_config(spark: SparkSession, spark_root: Path) -> Config:
+    config = make_config(spark_root, f"input.path={spark_root / 'demo_events'}", *SMALL)
+    write_demo_logs(spark, config)
+    return config
+
+
+def test_pipeline_writes_every_table(spark: SparkSession, demo_config: Config) -> None:
+    run = Run(spark, demo_config, run_id="e2e")
+    run_pipeline(run, ["ingest", "embed", "cluster"])
+    db = demo_config.run.database
+    manifest = spark.sql(f"SELECT * FROM {db}.runs WHERE run_id = 'e2e'").collect()
+    assert [r.status for r in manifest] == ["completed"]
+    counts = json.loads(manifest[0].counts_json)
+    facts = json.loads(manifest[0].facts_json)
+    n_queries = spark.sql(f"SELECT count(*) FROM {db}.queries WHERE run_id = 'e2e'").first()[0]
+    assert counts["queries"] == n_queries == facts["ingest"]["queries"]
+    assert facts["ingest"]["events"] == 4000
+    assert facts["embed"]["embedded"] + facts["embed"]["reused"] == n_queries
+    assigned = spark.sql(
+        f"SELECT count(DISTINCT query_key), count(*), count(DISTINCT cluster_id) "
+        f"FROM {db}.cluster_assignments WHERE run_id = 'e2e'"
+    ).first()
+    assert tuple(assigned) == (n_queries, n_queries, 6)
+    sizes = spark.sql(f"SELECT sum(size) FROM {db}.clusters WHERE run_id = 'e2e'").first()[0]
+    assert sizes == n_queries
+    assert set(json.loads(manifest[0].timings_json)) == {"ingest", "embed", "cluster"}
+
+
+def test_rerun_replaces_the_run_and_reuses_embeddings(
+    spark: SparkSession, demo_config: Config
+) -> None:
+    run = Run(spark, demo_config, run_id="rerun")
+    run_pipeline(run, ["ingest", "embed", "cluster"])
+    again = Run(spark, demo_config, run_id="rerun")
+    run_pipeline(again, ["ingest", "embed", "cluster"])
+    assert again.facts["embed"]["embedded"] == 0
+    db = demo_config.run.database
+    rows = spark.sql(f"SELECT count(*) FROM {db}.queries WHERE run_id = 'rerun'").first()[0]
+    assert rows == again.facts["ingest"]["queries"]
+    assert spark.sql(f"SELECT count(*) FROM {db}.runs WHERE run_id = 'rerun'").first()[0] == 1
+
+
+@pytest.mark.slow
+def test_jobs_write_tables_a_new_session_reads(tmp_path: Path) -> None:
+    sets = [f"run.warehouse_dir={tmp_path / 'wh'}", f"run.metastore_dir={tmp_path / 'ms'}",
+            f"input.path={tmp_path / 'events'}", *SMALL]
+    args = [a for s in sets for a in ("--set", s)]
+    for job in ("generate_logs", "pipeline"):
+        done = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "largest clusters:" in done.stdout
+    reader = textwrap.dedent(f"""
+        from querylens.config import load_config
+        from querylens.session import build_session
+        spark = build_session(load_config(None, {sets!r}))
+        row = spark.sql("SELECT count(*) AS n, count(DISTINCT run_id) AS runs "
+                        "FROM querylens.cluster_assignments").first()
+        status = spark.sql("SELECT status FROM querylens.runs").first().status
+        print(row.n, row.runs, status)
+    """)
+    read = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert read.returncode == 0, read.stderr[-3000:]
+    n, runs, status = read.stdout.split()
+    assert int(n) > 100 and runs == "1" and status == "completed"
