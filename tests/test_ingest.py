@@ -151,3 +151,32 @@ def test_empty_and_all_blank_input(spark: SparkSession, config: Config, tmp_path
     cfg = config_for(config, format="parquet", path=tmp_path / "blank")
     with pytest.raises(InputError, match="no non-empty queries"):
         ingest(spark, cfg.input, cfg.normalize)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("dress for jane.doe+shop@example.co.uk", "dress for [email]"),
+        ("call 0207 946 0958 about boots", "call [phone] about boots"),
+        ("+44 (20) 7946-0958", "[phone]"),
+        ("card 4111 1111 1111 1111 gucci", "card [card] gucci"),
+        ("4111-1111-1111-1111", "[card]"),
+        ("size 10 uk 8 levi 501", "size 10 uk 8 levi 501"),
+        ("nike air max 2090 90", "nike air max 2090 90"),
+    ],
+)
+def test_personal_data_is_redacted(raw: str, expected: str) -> None:
+    assert normalize_text(raw, NormalizeConfig()) == expected
+    assert normalize_text(raw, NormalizeConfig(redact_pii=False)) == raw.lower()
+
+
+def test_redactions_are_counted(spark: SparkSession, config: Config, tmp_path: Path) -> None:
+    extra = [event("bag for ann@example.com", "s9", 1), event("bag for bob@example.org", "s9", 2),
+             event("ring me 07700 900123", "s9", 3)]
+    schema = events_df(spark).schema
+    spark.createDataFrame(EVENTS + extra, schema).write.parquet(str(tmp_path / "pii"))
+    cfg = config_for(config, format="parquet", path=tmp_path / "pii")
+    queries, stats = ingest(spark, cfg.input, cfg.normalize)
+    assert stats.redacted_searches == {"email": 2, "card": 0, "phone": 1}
+    texts = {r.query for r in queries.collect()}
+    assert "bag for [email]" in texts and not any("@" in t for t in texts)

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.config import InputConfig, NormalizeConfig
-from querylens.normalize import with_normalized_query
+from querylens.normalize import PII_PATTERNS, placeholder, with_normalized_query
 
 COUNT_COLUMNS = ("clicks", "add_to_bags", "purchases")
 
@@ -24,6 +24,7 @@ class IngestStats:
     events: int
     skipped_empty_queries: int
     queries: int
+    redacted_searches: dict[str, int]
 
 
 def read_events(spark: SparkSession, config: InputConfig) -> DataFrame:
@@ -160,6 +161,8 @@ def ingest(
             F.sum("n_searches").alias("events"),
             F.sum(F.when(F.col("query_key").isNull(), F.col("n_searches"))).alias("skipped"),
             F.count("query_key").alias("queries"),
+            *[F.sum(F.when(F.col("query").contains(placeholder(kind)), F.col("n_searches")))
+              .alias(kind) for kind in PII_PATTERNS],
         ).first()
     except AnalysisException as exc:
         raise InputError(f"cannot read input {describe(input_config)}: {first_line(exc)}") from exc
@@ -168,7 +171,8 @@ def ingest(
         raise InputError(f"input has no search events: {describe(input_config)}")
     if totals["queries"] == 0:
         raise InputError(f"input has no non-empty queries: {describe(input_config)}")
-    stats = IngestStats(totals["events"], totals["skipped"] or 0, totals["queries"])
+    redacted = {kind: totals[kind] or 0 for kind in PII_PATTERNS}
+    stats = IngestStats(totals["events"], totals["skipped"] or 0, totals["queries"], redacted)
     return grouped.where(F.col("query_key").isNotNull()), stats
 
 

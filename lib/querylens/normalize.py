@@ -14,13 +14,32 @@ from querylens.config import NormalizeConfig
 
 WHITESPACE = re.compile(r"\s+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+PII_PATTERNS = {
+    "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+    "card": re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"),
+    "phone": re.compile(r"(?<![\w+])\+?\d(?:[ ().-]{0,2}\d){8,14}(?!\d)"),
+}
+
+
+def placeholder(kind: str) -> str:
+    """The text that replaces redacted personal data of `kind`."""
+    return f"[{kind}]"
+
+
+def redact_pii(text: str) -> str:
+    """Replace emails, card-like digit runs and phone numbers with placeholders."""
+    for kind, pattern in PII_PATTERNS.items():
+        text = pattern.sub(placeholder(kind), text)
+    return text
 
 
 def normalize_text(text: str | None, config: NormalizeConfig) -> str | None:
-    """Unicode-normalise, lower-case, strip control characters and collapse whitespace."""
+    """Unicode-normalise, redact personal data, lower-case, drop controls, collapse spaces."""
     if text is None:
         return None
     text = unicodedata.normalize(config.unicode_form, text)
+    if config.redact_pii:
+        text = redact_pii(text)
     if config.lowercase:
         text = text.lower()
     text = WHITESPACE.sub(" ", CONTROL.sub(" ", text)).strip()
