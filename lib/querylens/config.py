@@ -72,6 +72,7 @@ class NormalizeConfig:
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
     lowercase: bool = True
     max_chars: int = 512
+    redact_pii: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,7 @@ class RecommendConfig:
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
     projection: Literal["tsne", "pca"] = "tsne"
-    map_sample: int = 3000
+    map_sample: int = 2000
     knife_sample: int = 20_000
     knife_refit_sample: int = 3000
     eval_sample: int = 200_000
