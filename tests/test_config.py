@@ -58,3 +58,16 @@ def test_invalid_config_names_the_key(
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_manifest_config_masks_secrets() -> None:
+    from querylens.config import to_dict
+
+    config = load_config(None, [
+        "spark.conf={spark.hadoop.fs.s3a.secret.key: abc, spark.hadoop.fs.s3a.access.key: id1, "
+        "spark.executor.memory: 4g, spark.jdbc.password: pw}",
+    ])
+    conf = to_dict(config)["spark"]["conf"]
+    assert conf == {"spark.hadoop.fs.s3a.secret.key": "***",
+                    "spark.hadoop.fs.s3a.access.key": "***",
+                    "spark.executor.memory": "4g", "spark.jdbc.password": "***"}

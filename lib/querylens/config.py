@@ -416,9 +416,22 @@ def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access[._-]?key", re.I)
+
+
 def to_dict(config: Config) -> dict[str, Any]:
-    """The config as plain data, for the run manifest."""
-    return dataclasses.asdict(config)
+    """The config as plain data for the run manifest, with secret-looking values masked."""
+    return mask_secrets(dataclasses.asdict(config))
+
+
+def mask_secrets(data: Any) -> Any:
+    """Replace the values of secret-looking keys (at any depth) with '***'."""
+    if isinstance(data, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) and v is not None else mask_secrets(v)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [mask_secrets(v) for v in data]
+    return data
 
 
 def validate_report(r: ReportConfig) -> None:
