@@ -18,11 +18,19 @@ GROUND_TRUTH_TABLE = "demo_ground_truth"
 
 
 def ground_truth(catalogue: DataFrame, config: Config) -> DataFrame:
-    """Per normalised demo query: its true category, brand, kind and latent success probability."""
+    """Per normalised demo query: its true category, brand, kind and latent success probability.
+
+    Templates that normalise to the same search share their truth; the lowest template id is kept.
+    """
     keyed = with_normalized_query(catalogue, config.input.filter_columns, config.normalize)
-    return keyed.where(F.col("query_key").isNotNull()).select(
-        "query_key", F.col("query_norm").alias("query"), "template_id", "kind",
-        "true_category", "true_brand", "p_success",
+    truth = ["query_norm", "kind", "true_category", "true_brand", "p_success"]
+    first = F.min(F.struct("template_id", *truth)).alias("t")
+    return (
+        keyed.where(F.col("query_key").isNotNull())
+        .groupBy("query_key")
+        .agg(first)
+        .select("query_key", F.col("t.query_norm").alias("query"), "t.template_id",
+                *[f"t.{c}" for c in truth[1:]])
     )
 
 
