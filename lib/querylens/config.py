@@ -27,6 +27,7 @@ class RunConfig:
     table_format: Literal["parquet", "orc", "delta", "iceberg"] = "parquet"
     seed: int = 42
     run_id: str | None = None
+    fail_first_attempt: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +203,11 @@ class Config:
     def validate(self) -> Config:
         """Check cross-field rules that types alone cannot express."""
         require_identifier("run.database", self.run.database)
+        bad_points = sorted(set(self.run.fail_first_attempt) - {"embed", "score"})
+        if bad_points:
+            raise ConfigError(
+                f"run.fail_first_attempt values must be embed or score, got {bad_points[0]!r}"
+            )
         if self.input.table is not None:
             for part in self.input.table.split("."):
                 require_identifier("input.table", part)
@@ -331,7 +337,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            problem = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML: {problem}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded
@@ -351,7 +361,11 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from exc
 
 
 def build(cls: type, data: Any, prefix: str) -> Any:

@@ -13,7 +13,8 @@ from pyspark.sql.functions import pandas_udf
 from querylens.config import NormalizeConfig
 
 WHITESPACE = re.compile(r"\s+")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
+INVISIBLE = re.compile(r"[\u200b\u2060\ufeff]")
 PII_PATTERNS = {
     "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
     "card": re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"),
@@ -42,7 +43,7 @@ def normalize_text(text: str | None, config: NormalizeConfig) -> str | None:
         text = redact_pii(text)
     if config.lowercase:
         text = text.lower()
-    text = WHITESPACE.sub(" ", CONTROL.sub(" ", text)).strip()
+    text = WHITESPACE.sub(" ", CONTROL.sub(" ", INVISIBLE.sub("", text))).strip()
     return text[: config.max_chars].rstrip() or None
 
 

@@ -12,10 +12,11 @@ from pyspark.sql import functions as F
 from querylens.cluster.stage import write_clusters, write_scores
 from querylens.embed.cache import embed_queries
 from querylens.executors import record_stage_tasks
-from querylens.ingest import ingest
+from querylens.faults import arm
+from querylens.ingest import first_line, ingest
 from querylens.report import build_report
 from querylens.report.data import manifest_of
-from querylens.runs import Run
+from querylens.runs import Run, publish_latest_views
 from querylens.tables import read_run_table
 
 log = logging.getLogger("querylens")
@@ -109,12 +110,28 @@ JOB_STAGES: dict[str, Callable[[Run], object]] = {"score": score_stage}
 
 
 def run_pipeline(run: Run, stages: list[str] | None = None) -> None:
-    """Run `stages` (all by default) in order, recording the manifest even on failure."""
+    """Run `stages` (all by default) in order, recording the manifest even on failure.
+
+    The run is recorded as `running` first (and the `<table>_latest` views are moved off it),
+    then `failed` or `completed`; only a completed run is published to the views.
+    """
+    names = stages or list(STAGES)
+    unknown = [n for n in names if n not in STAGES and n not in JOB_STAGES]
+    if unknown:
+        known = ", ".join([*STAGES, *JOB_STAGES])
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {known}")
+    run.record("running")
+    publish_latest_views(run.spark, run.database)
+    arm(run.spark.sparkContext, run.config.run.fail_first_attempt)
     try:
-        for name in stages or list(STAGES):
+        for name in names:
             with run.stage(name), record_stage_tasks(run, name):
                 (STAGES[name] if name in STAGES else JOB_STAGES[name])(run)
-    except BaseException:
+    except BaseException as exc:
+        log.error("[%s] run failed: %s", run.run_id, first_line(exc))
         run.record("failed")
         raise
+    finally:
+        arm(run.spark.sparkContext, [])
     run.record("completed")
+    publish_latest_views(run.spark, run.database)

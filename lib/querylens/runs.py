@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import platform
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,13 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from querylens.config import Config, to_dict
-from querylens.tables import read_run_table, table_exists, write_run_table
+from querylens.config import Config, ConfigError, to_dict
+from querylens.tables import qualified, read_run_table, table_exists, write_run_table
 
 log = logging.getLogger("querylens")
 
 TABLE = "runs"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+LATEST_SUFFIX = "_latest"
 
 
 def new_run_id() -> str:
@@ -55,6 +59,13 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not RUN_ID.match(self.run_id):
+            raise ConfigError(
+                f"run id must be 1-128 of [A-Za-z0-9_.:-] starting with a letter or digit, "
+                f"got {self.run_id!r}"
+            )
 
     @property
     def database(self) -> str:
@@ -100,7 +111,7 @@ class Run:
         row = {
             "status": status,
             "started_at": self.started_at,
-            "finished_at": datetime.now(UTC),
+            "finished_at": None if status == "running" else datetime.now(UTC),
             "config_json": json.dumps(to_dict(self.config), sort_keys=True),
             "versions_json": json.dumps(versions(), sort_keys=True),
             "timings_json": json.dumps(self.timings, sort_keys=True),
@@ -118,3 +129,52 @@ MANIFEST_SCHEMA = (
     "status string, started_at timestamp, finished_at timestamp, config_json string, "
     "versions_json string, timings_json string, counts_json string, facts_json string"
 )
+
+
+def completed_runs(spark: SparkSession, database: str) -> list[tuple[str, dict[str, int]]]:
+    """(run_id, table row counts) of every completed run, the most recently finished first."""
+    if not table_exists(spark, database, TABLE):
+        return []
+    rows = (spark.table(qualified(database, TABLE)).where("status = 'completed'")
+            .orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
+            .select("run_id", "counts_json").collect())
+    return [(r["run_id"], json.loads(r["counts_json"] or "{}")) for r in rows
+            if RUN_ID.match(r["run_id"])]
+
+
+def completed_run_ids(spark: SparkSession, database: str) -> list[str]:
+    """Ids of the runs recorded as completed in `database.runs`, the most recent first.
+
+    Readers should look only at these runs: a run that is running, failed or was killed
+    may have replaced some of its partitions and not others.
+    """
+    return [run_id for run_id, _ in completed_runs(spark, database)]
+
+
+def latest_completed_run(spark: SparkSession, database: str) -> str | None:
+    """The most recently finished completed run's id, or None."""
+    ids = completed_run_ids(spark, database)
+    return ids[0] if ids else None
+
+
+def publish_latest_views(spark: SparkSession, database: str) -> dict[str, str]:
+    """Point `<table>_latest` at the newest completed run that wrote `table`; return the map.
+
+    Views of tables that no completed run wrote are dropped, so a reader of `*_latest` never
+    sees a run that is running, failed or was killed.
+    """
+    targets: dict[str, str] = {}
+    for run_id, counts in completed_runs(spark, database):
+        for table in counts:
+            targets.setdefault(table, run_id)
+    for table, run_id in sorted(targets.items()):
+        if table_exists(spark, database, table):
+            spark.sql(
+                f"CREATE OR REPLACE VIEW {qualified(database, table + LATEST_SUFFIX)} AS "
+                f"SELECT * FROM {qualified(database, table)} WHERE run_id = '{run_id}'"
+            )
+    for view in spark.catalog.listTables(database):
+        base = view.name.removesuffix(LATEST_SUFFIX)
+        if view.tableType == "VIEW" and view.name.endswith(LATEST_SUFFIX) and base not in targets:
+            spark.sql(f"DROP VIEW IF EXISTS {qualified(database, view.name)}")
+    return targets

@@ -1,32 +1,85 @@
-"""The `query_embeddings` cache: embed only (query, model) pairs it lacks."""
+"""The `query_embeddings` cache: embed only (query, model) pairs it lacks.
+
+Rows are keyed by (query_key, model_id, model_revision) and appended, never recomputed. A rerun
+over the same logs embeds nothing; a new day of logs embeds only its new queries.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.config import EmbedConfig
-from querylens.embed.encoders import load_encoder
-from querylens.embed.udf import embed_column
+from querylens.embed.encoders import Encoder, ModelLoadError
+from querylens.embed.udf import EncoderSettings, embed_struct_column, worker_encoder
 from querylens.tables import append_table, qualified
+
+log = logging.getLogger("querylens")
 
 TABLE = "query_embeddings"
 
 
 @dataclass(frozen=True)
 class EmbedStats:
+    """What the embed stage did; recorded in the run manifest's facts."""
+
     model_id: str
     model_revision: str
     dim: int
     embedded: int
     reused: int
+    skipped: int = 0
+    truncated: int = 0
+    requested_model: str = ""
+    fallback: bool = False
+    fallback_reason: str | None = None
+    devices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    queries_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class ChosenModel:
+    """The model the run embeds with, and why, if it is the fallback."""
+
+    model: str
+    encoder: Encoder
+    fallback_reason: str | None = None
+
+
+def choose_model(config: EmbedConfig) -> ChosenModel:
+    """Load `config.model` on the driver's CPU; on failure use `config.fallback`, loudly."""
+    try:
+        return ChosenModel(config.model, probe_encoder(config, config.model))
+    except ModelLoadError as exc:
+        if config.fallback is None:
+            raise
+        reason = str(exc)
+    log.warning(
+        "\n%s\nEMBEDDING MODEL FALLBACK: %r could not be loaded, so this run embeds with the "
+        "fallback %r. Clusters, labels and recommendations of this run come from the fallback "
+        "model (recorded in query_embeddings.requested_model and the run manifest).\nReason: %s"
+        "\n%s", "!" * 100, config.model, config.fallback, reason, "!" * 100,
+    )
+    return ChosenModel(config.fallback, probe_encoder(config, config.fallback), reason)
+
+
+def probe_encoder(config: EmbedConfig, model: str) -> Encoder:
+    """The encoder on the driver's CPU: proves the model loads and gives its id, revision, dim."""
+    settings = EncoderSettings.from_config(config, model)
+    return worker_encoder(EncoderSettings(settings.model, "cpu", settings.normalize,
+                                          settings.batch_size, settings.dtype))
 
 
 def cached_embeddings(
     spark: SparkSession, database: str, model_id: str, revision: str
 ) -> DataFrame | None:
+    """The cache's rows for one model revision, or None before the cache exists."""
     name = qualified(database, TABLE)
     if not spark.catalog.tableExists(name):
         return None
@@ -34,28 +87,84 @@ def cached_embeddings(
     return table.where((F.col("model_id") == model_id) & (F.col("model_revision") == revision))
 
 
+def blank(query: Column) -> Column:
+    """Null, empty or whitespace-only text (Unicode whitespace, as Python's str.isspace)."""
+    return query.isNull() | query.rlike(r"(?U)^\s*$")
+
+
 def embed_queries(
     spark: SparkSession, queries: DataFrame, config: EmbedConfig, database: str,
-    table_format: str = "parquet",
+    table_format: str = "parquet", run_id: str | None = None,
 ) -> EmbedStats:
-    """Cache embeddings for every query in `queries`, computing only the missing ones."""
-    probe = load_encoder(config.model, "cpu", config.normalize, config.batch_size)
-    model_id, revision, dim = probe.model_id, probe.revision, probe.dim
-    wanted = queries.select("query_key", "query").dropDuplicates(["query_key"])
-    cached = cached_embeddings(spark, database, model_id, revision)
-    missing = wanted if cached is None else wanted.join(cached, "query_key", "left_anti")
-    fresh = missing.select(
-        "query_key",
-        F.lit(model_id).alias("model_id"),
-        F.lit(revision).alias("model_revision"),
-        F.lit(dim).alias("dim"),
-        embed_column(F.col("query"), config.model, config.device, config.normalize,
-                     config.batch_size).alias("embedding"),
-        F.current_timestamp().alias("embedded_at"),
+    """Cache embeddings for every distinct query in `queries`, computing only the missing ones.
+
+    `queries` needs `query_key` and `query`. Null or blank queries are skipped and counted.
+    """
+    start = time.perf_counter()
+    chosen = choose_model(config)
+    encoder = chosen.encoder
+    distinct = queries.select("query_key", "query").dropDuplicates(["query_key"])
+    counts = distinct.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.count(F.when(blank(F.col("query")) | F.col("query_key").isNull(), 1)).alias("skipped"),
+    ).first()
+    assert counts is not None
+    wanted = distinct.where(~blank(F.col("query")) & F.col("query_key").isNotNull())
+    cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision)
+    missing = wanted if cached is None else wanted.join(
+        cached.select("query_key").distinct(), "query_key", "left_anti")
+    batch_id = f"{run_id or 'adhoc'}-{uuid.uuid4().hex[:8]}"
+    n_missing = missing.count()
+    if n_missing:
+        settings = EncoderSettings.from_config(config, chosen.model)
+        fresh = missing.withColumn("e", embed_struct_column(F.col("query"), settings)).select(
+            "query_key",
+            "query",
+            F.lit(encoder.model_id).alias("model_id"),
+            F.lit(encoder.revision).alias("model_revision"),
+            F.lit(encoder.dim).alias("dim"),
+            F.col("e.embedding").alias("embedding"),
+            F.col("e.truncated").alias("truncated"),
+            F.col("e.device").alias("device"),
+            F.lit(config.model).alias("requested_model"),
+            F.lit(run_id).cast("string").alias("embedded_run_id"),
+            F.lit(batch_id).alias("embed_batch_id"),
+            F.current_timestamp().alias("embedded_at"),
+        )
+        append_table(fresh, database, TABLE, table_format)
+    embedded, truncated, devices = batch_facts(spark, database, batch_id) if n_missing else (
+        0, 0, [])
+    seconds = time.perf_counter() - start
+    stats = EmbedStats(
+        model_id=encoder.model_id,
+        model_revision=encoder.revision,
+        dim=encoder.dim,
+        embedded=embedded,
+        reused=counts["total"] - counts["skipped"] - embedded,
+        skipped=counts["skipped"],
+        truncated=truncated,
+        requested_model=config.model,
+        fallback=chosen.fallback_reason is not None,
+        fallback_reason=chosen.fallback_reason,
+        devices=devices,
+        seconds=round(seconds, 3),
+        queries_per_second=round(embedded / seconds, 1) if embedded else None,
     )
-    n_before = 0 if cached is None else cached.count()
-    append_table(fresh, database, TABLE, table_format)
-    all_cached = cached_embeddings(spark, database, model_id, revision)
-    assert all_cached is not None
-    embedded = all_cached.count() - n_before
-    return EmbedStats(model_id, revision, dim, embedded, wanted.count() - embedded)
+    if stats.truncated:
+        log.warning("%d queries were longer than %s's %d-token context and were truncated",
+                    stats.truncated, encoder.model_id, encoder.max_tokens)
+    if stats.skipped:
+        log.warning("%d null, empty or whitespace-only queries were skipped", stats.skipped)
+    return stats
+
+
+def batch_facts(spark: SparkSession, database: str, batch_id: str) -> tuple[int, int, list[str]]:
+    """Rows, truncated rows and devices of one embedding batch, read back from the cache."""
+    rows = spark.table(qualified(database, TABLE)).where(F.col("embed_batch_id") == batch_id)
+    facts = rows.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.count(F.when(F.col("truncated"), 1)).alias("truncated"),
+        F.sort_array(F.collect_set("device")).alias("devices"),
+    ).first()
+    assert facts is not None
+    return int(facts["n"]), int(facts["truncated"]), list(facts["devices"])

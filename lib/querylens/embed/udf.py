@@ -1,36 +1,119 @@
-"""Embedding as an iterator pandas UDF, the model loaded once per Python worker."""
+"""Embedding as an iterator pandas UDF, in the style of `pyspark.ml.functions.predict_batch_udf`.
+
+The model is loaded once per Python worker (and reused by later tasks of a reused worker) on the
+GPU Spark assigned to the task, else CUDA if present, else the CPU, with torch limited to the
+task's cores. Null, empty and whitespace-only texts get a null embedding.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 
-from querylens.embed.encoders import Encoder, load_encoder
+from querylens.config import EmbedConfig
+from querylens.embed.encoders import Encoded, Encoder, load_encoder, resolve_device, task_cpus
+from querylens.executors import note_task, task_probe
+from querylens.faults import maybe_fail
 
-ENCODERS: dict[tuple[str, str, bool, int], Encoder] = {}
+EMBED_STRUCT = "embedding array<float>, truncated boolean, device string"
 
 
-def worker_encoder(model: str, device: str, normalize: bool, batch_size: int) -> Encoder:
-    """The encoder for these settings, loaded on first use in this Python process."""
-    key = (model, device, normalize, batch_size)
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that identifies a loaded encoder in a worker."""
+
+    model: str
+    device: str = "auto"
+    normalize: bool = True
+    batch_size: int = 256
+    dtype: str = "auto"
+    cuda_graphs: bool = False
+
+    @classmethod
+    def from_config(cls, config: EmbedConfig, model: str | None = None) -> EncoderSettings:
+        return cls(model or config.model, config.device, config.normalize, config.batch_size,
+                   config.dtype, config.cuda_graphs)
+
+
+ENCODERS: dict[EncoderSettings, Encoder] = {}
+
+
+def worker_encoder(settings: EncoderSettings) -> Encoder:
+    """The encoder for `settings` on this task's device, loaded on first use in this process."""
+    key = replace(settings, device=resolve_device(settings.device))
     if key not in ENCODERS:
-        ENCODERS[key] = load_encoder(model, device, normalize, batch_size)
+        ENCODERS[key] = load_encoder(key.model, key.device, key.normalize, key.batch_size,
+                                     key.dtype, key.cuda_graphs)
     return ENCODERS[key]
 
 
-def embed_column(
-    texts: Column, model: str, device: str = "auto", normalize: bool = True, batch_size: int = 256
-) -> Column:
-    """An `array<float>` column of embeddings of `texts`."""
+def use_task_cores() -> None:
+    """Limit torch's intra-op threads to the cores Spark gave this task."""
+    import torch
 
-    @pandas_udf("array<float>")  # type: ignore[call-overload]
-    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        encoder = worker_encoder(model, device, normalize, batch_size)
+    cpus = task_cpus()
+    if cpus is not None and torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+
+
+def present(texts: pd.Series) -> np.ndarray:
+    """True where a text is a string with something other than whitespace."""
+    return np.fromiter((isinstance(t, str) and not t.isspace() and t != "" for t in texts),
+                       dtype=bool, count=len(texts))
+
+
+def to_frame(encoded: Encoded, mask: np.ndarray, label: str) -> pd.DataFrame:
+    """The UDF's output rows: null where the input was skipped."""
+    embeddings = np.empty(len(mask), dtype=object)
+    truncated = np.full(len(mask), None, dtype=object)
+    for row, vector, cut in zip(np.flatnonzero(mask), encoded.vectors, encoded.truncated,
+                                strict=True):
+        embeddings[row] = vector
+        truncated[row] = bool(cut)
+    device = np.full(len(mask), None, dtype=object)
+    device[mask] = label
+    return pd.DataFrame({"embedding": embeddings, "truncated": truncated, "device": device})
+
+
+def encode_series(encoder: Encoder, batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    """Encode a stream of pandas batches, tokenizing ahead where the encoder can."""
+    masks: deque[np.ndarray] = deque()
+
+    def texts() -> Iterator[list[str]]:
         for batch in batches:
-            vectors = encoder.encode(batch.fillna("").tolist())
-            yield pd.Series(list(vectors))
+            mask = present(batch)
+            masks.append(mask)
+            yield [t for t, keep in zip(batch.tolist(), mask, strict=True) if keep]
+
+    label = f"{encoder.device}/{encoder.dtype}"
+    for encoded in encoder.encode_batches(texts()):
+        yield to_frame(encoded, masks.popleft(), label)
+
+
+def embed_struct_column(texts: Column, settings: EncoderSettings) -> Column:
+    """A `struct<embedding array<float>, truncated boolean, device string>` column."""
+    probe = task_probe()
+
+    @pandas_udf(EMBED_STRUCT)  # type: ignore[call-overload]
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        maybe_fail("embed")
+        note_task(probe)
+        use_task_cores()
+        yield from encode_series(worker_encoder(settings), batches)
 
     return embed(texts)
+
+
+def embed_column(
+    texts: Column, model: str, device: str = "auto", normalize: bool = True,
+    batch_size: int = 256, dtype: str = "auto", cuda_graphs: bool = False,
+) -> Column:
+    """An `array<float>` column of embeddings of `texts` (null for null or blank texts)."""
+    settings = EncoderSettings(model, device, normalize, batch_size, dtype, cuda_graphs)
+    return embed_struct_column(texts, settings).getField("embedding")

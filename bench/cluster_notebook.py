@@ -1,0 +1,88 @@
+"""The notebook's sweep loop vs querylens's sweep, same data, same run.
+
+Notebook: for each (n_clusters, n_components) refit Normalizer -> PCA -> KMeans(k-means++,
+n_init=50, max_iter=500) and take the full `silhouette_score`. querylens: one PCA with every
+component, sliced per grid point, KMeans(n_init=cluster.sweep_n_init) and the sampled
+Euclidean silhouette (sample = cluster.silhouette_sample_size, all rows at 10k).
+
+    .venv/bin/python bench/cluster_notebook.py [--rows 10000] [--dim 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer
+
+from querylens.cluster.backends import fit_projection_sklearn
+from querylens.cluster.sweep import run_sweep
+from querylens.config import ClusterConfig
+
+
+def mixture(rows: int, dim: int, centers: int, latent: int, seed: int) -> np.ndarray:
+    """Query-embedding-like data: centres in a low-rank subspace plus isotropic noise."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(latent, dim))
+    means = rng.normal(size=(centers, latent)) @ basis / np.sqrt(latent)
+    weights = rng.dirichlet(np.ones(centers) * 2)
+    labels = rng.choice(centers, size=rows, p=weights)
+    within = rng.normal(size=(rows, latent)) @ basis / np.sqrt(latent) * 0.6
+    return (means[labels] + within + rng.normal(size=(rows, dim)) * 0.35).astype(np.float32)
+
+
+def notebook_loop(X: np.ndarray, points: list[tuple[int, int]]) -> pd.DataFrame:
+    rows = []
+    for p, k in points:
+        process = make_pipeline(Normalizer(), PCA(n_components=p, random_state=42))
+        Z = process.fit_transform(X)
+        km = KMeans(n_clusters=k, init="k-means++", n_init=50, max_iter=500,
+                    random_state=42).fit(Z)
+        rows.append({"n_components": p, "n_clusters": k, "inertia": km.inertia_,
+                     "silhouette": silhouette_score(Z, km.labels_)})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=512)
+    args = parser.parse_args()
+    config = ClusterConfig()
+    X = mixture(args.rows, args.dim, centers=25, latent=60, seed=0)
+
+    start = time.perf_counter()
+    ours = run_sweep(X, fit_projection_sklearn(X, config.seed), config.sweep_components,
+                     config.sweep_clusters, n_init=config.sweep_n_init,
+                     max_iter=config.max_iter, tol=config.tol, seed=config.seed,
+                     silhouette_sample_size=config.silhouette_sample_size)
+    ours_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    print(f"querylens sweep: {ours_s:.1f}s", flush=True)
+    points = list(zip(ours["n_components"], ours["n_clusters"], strict=True))
+    notebook = notebook_loop(X, points)
+    notebook_s = time.perf_counter() - start
+
+    both = notebook.merge(ours, on=["n_components", "n_clusters"])
+    both["diff"] = (both["silhouette_euclidean_sampled"] - both["silhouette"]).abs()
+    print(both[["n_components", "n_clusters", "silhouette", "silhouette_euclidean_sampled",
+                "diff", "inertia_x", "inertia_y"]].to_string(index=False))
+    summary = {"machine": f"{platform.node()} {platform.machine()}", "rows": args.rows,
+               "dim": args.dim, "grid_points": len(both), "notebook_s": round(notebook_s, 1),
+               "querylens_s": round(ours_s, 1), "speedup": round(notebook_s / ours_s, 1),
+               "max_silhouette_diff": round(float(both["diff"].max()), 4),
+               "sweep_n_init": config.sweep_n_init}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

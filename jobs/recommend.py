@@ -1,0 +1,8 @@
+"""spark-submit entry point: the recommend job."""
+
+import sys
+
+from querylens.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["recommend", *sys.argv[1:]]))

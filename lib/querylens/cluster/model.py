@@ -1,0 +1,144 @@
+"""The fitted normaliser + PCA + KMeans as plain arrays: project, assign, save, load, match."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Projection:
+    """L2 normaliser followed by PCA (centred, not whitened), all fitted components kept."""
+
+    mean_: np.ndarray
+    components_: np.ndarray
+    explained_variance_ratio_: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean_.shape[0])
+
+    def transform(self, X: np.ndarray, n_components: int) -> np.ndarray:
+        """Rows L2-normalised (zero rows stay zero), centred and projected on `n_components`."""
+        X = np.asarray(X, dtype=np.float64)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norms == 0.0, 1.0, norms)
+        return (X - self.mean_) @ self.components_[:n_components].T
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """A projection and KMeans centroids in its first `n_components` dimensions."""
+
+    projection: Projection
+    centroids_: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.centroids_.shape[1])
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids_.shape[0])
+
+    @property
+    def version(self) -> int | None:
+        return self.meta.get("version")
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.projection.transform(X, self.n_components)
+
+    def sq_distances(self, Z: np.ndarray) -> np.ndarray:
+        """Squared Euclidean distances of projected rows `Z` to every centroid (n x k)."""
+        c = self.centroids_
+        d = (Z * Z).sum(1)[:, None] - 2.0 * Z @ c.T + (c * c).sum(1)[None, :]
+        return np.maximum(d, 0.0)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.sq_distances(self.transform(X)).argmin(1)
+
+    def original_centroids(self) -> np.ndarray:
+        """Centroids mapped back to the normalised embedding space (comparable across fits)."""
+        p = self.projection
+        return self.centroids_ @ p.components_[: self.n_components] + p.mean_
+
+    def relabel(self, order: np.ndarray) -> ClusterModel:
+        """The model whose cluster `i` is this model's cluster `order[i]`."""
+        return replace(self, centroids_=self.centroids_[np.asarray(order)])
+
+
+def match_clusters(new: ClusterModel, previous: ClusterModel) -> np.ndarray:
+    """New id of each of `new`'s clusters, reusing `previous`'s ids by nearest centroid.
+
+    Centroids are compared in the normalised embedding space and matched one-to-one with the
+    Hungarian algorithm; clusters left over (k changed) take the smallest unused ids.
+    """
+    if new.projection.dim != previous.projection.dim:
+        raise ValueError(
+            f"cannot match clusters: embedding dim {new.projection.dim} != previous "
+            f"{previous.projection.dim}"
+        )
+    a, b = new.original_centroids(), previous.original_centroids()
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    k = new.n_clusters
+    cost = cost[:, :k]
+    rows, cols = linear_sum_assignment(cost)
+    ids = np.full(k, -1, dtype=np.int64)
+    ids[rows] = cols
+    free = iter(sorted(set(range(k)) - set(cols.tolist())))
+    for i in np.flatnonzero(ids < 0):
+        ids[i] = next(free)
+    return ids
+
+
+def apply_ids(model: ClusterModel, ids: np.ndarray) -> ClusterModel:
+    """Reorder centroids so that old cluster `i` becomes cluster `ids[i]`."""
+    order = np.empty_like(ids)
+    order[ids] = np.arange(len(ids))
+    return model.relabel(order)
+
+
+def versions(model_dir: str | Path) -> list[int]:
+    root = Path(model_dir)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit())
+
+
+def save_model(model: ClusterModel, model_dir: str | Path, meta: dict[str, Any]) -> ClusterModel:
+    """Write `model` as the next version under `model_dir`; return it with its version set."""
+    version = max(versions(model_dir), default=0) + 1
+    path = Path(model_dir) / f"v{version}"
+    path.mkdir(parents=True, exist_ok=False)
+    p = model.projection
+    np.savez(path / "model.npz", mean=p.mean_, components=p.components_,
+             explained_variance_ratio=p.explained_variance_ratio_, centroids=model.centroids_)
+    full = {**model.meta, **meta, "version": version, "format": FORMAT_VERSION,
+            "n_components": model.n_components, "n_clusters": model.n_clusters,
+            "dim": p.dim, "saved_at": datetime.now(UTC).isoformat()}
+    (path / "meta.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    return replace(model, meta=full)
+
+
+def load_model(model_dir: str | Path, version: int | None = None) -> ClusterModel:
+    """Version `version` (the latest when None) of the model saved under `model_dir`."""
+    found = versions(model_dir)
+    if not found:
+        raise ValueError(f"no saved cluster model under {model_dir}")
+    version = found[-1] if version is None else version
+    path = Path(model_dir) / f"v{version}"
+    if version not in found:
+        raise ValueError(f"cluster model version {version} not found under {model_dir}: {found}")
+    meta = json.loads((path / "meta.json").read_text())
+    with np.load(path / "model.npz") as z:
+        projection = Projection(z["mean"], z["components"], z["explained_variance_ratio"])
+        return ClusterModel(projection, z["centroids"], meta)

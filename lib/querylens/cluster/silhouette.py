@@ -1,0 +1,132 @@
+"""Silhouettes: exact squared-Euclidean per query in O(n*k*d), exact Euclidean on a sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql.types import DoubleType, StructField, StructType
+from sklearn.metrics import silhouette_score
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """Per-cluster count, sum of vectors and sum of squared norms (float64)."""
+
+    counts: np.ndarray
+    sums: np.ndarray
+    sq_sums: np.ndarray
+
+    @classmethod
+    def of(cls, Z: np.ndarray, labels: np.ndarray, k: int) -> ClusterStats:
+        Z = np.asarray(Z, dtype=np.float64)
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        sums = np.zeros((k, Z.shape[1]))
+        np.add.at(sums, labels, Z)
+        sq_sums = np.bincount(labels, weights=(Z * Z).sum(1), minlength=k)
+        return cls(counts, sums, sq_sums)
+
+    def __add__(self, other: ClusterStats) -> ClusterStats:
+        return ClusterStats(self.counts + other.counts, self.sums + other.sums,
+                            self.sq_sums + other.sq_sums)
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.sums / np.maximum(self.counts, 1.0)[:, None]
+
+    @property
+    def scatter(self) -> np.ndarray:
+        """Sum over each cluster of squared distances to its mean (W_c)."""
+        return np.maximum(self.sq_sums - (self.sums * self.sums).sum(1)
+                          / np.maximum(self.counts, 1.0), 0.0)
+
+
+def silhouette_sqeuclidean(Z: np.ndarray, labels: np.ndarray, stats: ClusterStats) -> np.ndarray:
+    """Exact silhouette of each row under squared Euclidean distance, from cluster stats.
+
+    The mean squared distance from x to the points of cluster c is ||x - mu_c||^2 + W_c / n_c,
+    so a(x) and b(x) need only the k means and scatters. Matches sklearn's
+    `silhouette_samples(metric="sqeuclidean")`, including 0 for singleton clusters.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    mu, n, w = stats.means, stats.counts, stats.scatter
+    d = ((Z * Z).sum(1)[:, None] - 2.0 * Z @ mu.T + (mu * mu).sum(1)[None, :]).clip(min=0.0)
+    mean_to = d + (w / np.maximum(n, 1.0))[None, :]
+    rows = np.arange(len(Z))
+    own_n = n[labels]
+    a = (own_n * d[rows, labels] + w[labels]) / np.maximum(own_n - 1.0, 1.0)
+    mean_to[:, n == 0] = np.inf
+    mean_to[rows, labels] = np.inf
+    b = mean_to.min(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = (b - a) / np.maximum(a, b)
+    s = np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.where(own_n > 1, s, 0.0)
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of `size` of `n` rows (all when size >= n)."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def silhouette_euclidean(Z: np.ndarray, labels: np.ndarray) -> float:
+    """sklearn's `silhouette_score` (Euclidean); NaN when fewer than 2 or n labels."""
+    n_labels = len(np.unique(labels))
+    if n_labels < 2 or n_labels >= len(labels):
+        return float("nan")
+    return float(silhouette_score(Z, labels, metric="euclidean"))
+
+
+def sampled_silhouette_euclidean(
+    Z: np.ndarray, labels: np.ndarray, size: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """Exact Euclidean silhouette over a seeded sample of rows, and the sample's indices."""
+    idx = sample_rows(len(Z), size, seed)
+    return silhouette_euclidean(Z[idx], labels[idx]), idx
+
+
+def spark_cluster_stats(assigned: DataFrame, k: int, dims: int) -> ClusterStats:
+    """ClusterStats of `assigned` (columns `reduced` array<double>, `cluster_id`) in Spark."""
+
+    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        total = ClusterStats(np.zeros(k), np.zeros((k, dims)), np.zeros(k))
+        for batch in batches:
+            if len(batch):
+                Z = np.stack(batch["reduced"].to_numpy())
+                total = total + ClusterStats.of(Z, batch["cluster_id"].to_numpy(), k)
+        yield pd.DataFrame({"counts": [total.counts], "sums": [total.sums.ravel()],
+                            "sq_sums": [total.sq_sums]})
+
+    schema = "counts array<double>, sums array<double>, sq_sums array<double>"
+    rows = assigned.select("reduced", "cluster_id").mapInPandas(partial, schema).collect()
+    stats = ClusterStats(np.zeros(k), np.zeros((k, dims)), np.zeros(k))
+    for r in rows:
+        stats = stats + ClusterStats(np.array(r.counts), np.array(r.sums).reshape(k, dims),
+                                     np.array(r.sq_sums))
+    return stats
+
+
+def with_silhouette(assigned: DataFrame, stats: ClusterStats) -> DataFrame:
+    """`assigned` plus `silhouette_sqeuclidean`, computed per partition from broadcast stats."""
+    spark = assigned.sparkSession
+    shared = spark.sparkContext.broadcast(stats)
+    schema = StructType([*assigned.schema.fields,
+                         StructField("silhouette_sqeuclidean", DoubleType())])
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        s = shared.value
+        for batch in batches:
+            if len(batch):
+                Z = np.stack(batch["reduced"].to_numpy())
+                batch["silhouette_sqeuclidean"] = silhouette_sqeuclidean(
+                    Z, batch["cluster_id"].to_numpy(), s)
+            else:
+                batch["silhouette_sqeuclidean"] = pd.Series(dtype="float64")
+            yield batch
+
+    return assigned.mapInPandas(score, schema)

@@ -1,0 +1,91 @@
+"""The cluster and score stages' table writes: fit or load the model, save it, write tables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from querylens.cluster.fit import METRICS_SCHEMA, MODEL_NAME, fit_clusters, score_clusters
+from querylens.cluster.model import ClusterModel, load_model, save_model, versions
+from querylens.runs import Run
+from querylens.tables import read_run_table, table_exists
+
+log = logging.getLogger("querylens")
+
+
+def model_dir(run: Run) -> Path:
+    """`cluster.model_dir`, else `run.output_dir`/models/cluster."""
+    configured = run.config.cluster.model_dir
+    return Path(configured) if configured else Path(run.config.run.output_dir) / "models/cluster"
+
+
+def previous_model(root: Path, embedding_model_id: str | None) -> ClusterModel | None:
+    """The latest saved model fitted on the same embedding model, if any."""
+    for version in reversed(versions(root)):
+        model = load_model(root, version)
+        if model.meta.get("embedding_model_id") == embedding_model_id:
+            return model
+    return None
+
+
+def write_metrics(run: Run, rows: pd.DataFrame, model: str = MODEL_NAME) -> None:
+    """Replace this run's `model_metrics` rows of `model`, keeping other models' rows."""
+    spark = run.spark
+    frame = rows
+    if table_exists(spark, run.database, "model_metrics"):
+        kept = (read_run_table(spark, run.database, "model_metrics", run.run_id)
+                .where(F.col("model") != model).select("model", "split", "metric", "value")
+                .toPandas())
+        frame = pd.concat([kept, rows], ignore_index=True)
+    run.write("model_metrics", spark.createDataFrame(frame, METRICS_SCHEMA))
+
+
+def with_version(df: DataFrame, version: int | None) -> DataFrame:
+    return df.withColumn("model_version", F.lit(version).cast("int"))
+
+
+def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
+    """Fit, save the model as a new version and write this run's cluster tables."""
+    config = run.config.cluster
+    embed_model = run.facts.get("embed", {}).get("model_id")
+    root = model_dir(run)
+    previous = previous_model(root, embed_model) if config.match_previous else None
+    result = fit_clusters(run.spark, embeddings, queries, config, model_id=embed_model,
+                          previous=previous)
+    try:
+        model = save_model(result.model, root, {"run_id": run.run_id,
+                                                "embedding_model_revision": run.facts.get(
+                                                    "embed", {}).get("model_revision")})
+        version = model.version
+        run.write("cluster_assignments", with_version(result.assignments, version))
+        run.write("clusters", with_version(result.clusters, version))
+        assert result.pca_variance is not None
+        run.write("pca_variance", run.spark.createDataFrame(result.pca_variance))
+        if result.sweep is not None:
+            run.write("cluster_sweep", run.spark.createDataFrame(result.sweep))
+        write_metrics(run, result.metrics)
+    finally:
+        result.unpersist()
+    log.info("[%s] cluster model v%s saved under %s", run.run_id, version, root)
+    return {**result.facts, "model_version": version, "model_dir": str(root)}
+
+
+def write_scores(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
+    """Assign this run's queries to a saved model (`cluster.score_version`, else the latest)."""
+    config = run.config.cluster
+    root = model_dir(run)
+    model = load_model(root, config.score_version)
+    embed_model = run.facts.get("embed", {}).get("model_id")
+    result = score_clusters(run.spark, embeddings, queries, model, config, model_id=embed_model)
+    try:
+        run.write("cluster_assignments", with_version(result.assignments, model.version))
+        run.write("clusters", with_version(result.clusters, model.version))
+        write_metrics(run, result.metrics)
+    finally:
+        result.unpersist()
+    return {**result.facts, "model_dir": str(root)}

@@ -1,0 +1,116 @@
+"""The notebook's grid of n_components x n_clusters, with PCA fitted once and sliced."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+
+from querylens.cluster.backends import fit_kmeans_sklearn
+from querylens.cluster.model import Projection
+from querylens.cluster.silhouette import (
+    ClusterStats,
+    sampled_silhouette_euclidean,
+    silhouette_sqeuclidean,
+)
+
+log = logging.getLogger("querylens")
+
+SWEEP_COLUMNS = ["n_components", "n_clusters", "n_rows", "silhouette_euclidean_sampled",
+                 "silhouette_sqeuclidean", "inertia", "explained_variance"]
+
+
+def valid_grid(
+    components: list[int], clusters: list[int], dim: int, n_rows: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Grid points that can be fitted (p <= dim and p <= rows, 2 <= k < rows), and the rest."""
+    points = [(p, k) for k in sorted(set(clusters)) for p in sorted(set(components))]
+    good = [(p, k) for p, k in points if p <= min(dim, n_rows) and 2 <= k < n_rows]
+    bad = [pt for pt in points if pt not in good]
+    if not good:
+        raise ValueError(
+            f"no valid point in the sweep grid cluster.sweep_components={sorted(set(components))}"
+            f" x cluster.sweep_clusters={sorted(set(clusters))} for {n_rows} queries of "
+            f"dimension {dim} (need n_components <= {min(dim, n_rows)} and "
+            f"2 <= n_clusters < {n_rows})"
+        )
+    return good, bad
+
+
+def warm_start(
+    Z: np.ndarray, labels: np.ndarray, k: int, max_iter: int, tol: float, seed: int
+) -> KMeans:
+    """KMeans started from the means, in this grid point's space, of the previous point's
+    clusters (PCA is nested, so the previous solution is a good start)."""
+    centers = np.vstack([Z[labels == c].mean(0) if (labels == c).any() else Z[c] for c in
+                         range(k)])
+    return KMeans(n_clusters=k, init=centers, n_init=1, max_iter=max_iter, tol=tol,
+                  random_state=seed).fit(Z)
+
+
+def inits_at(n_init: int, p: int, max_p: int) -> int:
+    """More k-means++ restarts where they are cheap (few components), at most 50."""
+    return min(50, n_init * max(1, max_p // (4 * p)))
+
+
+def better(
+    km: KMeans, Z_all: np.ndarray, p: int, k: int, fits: dict[tuple[int, int], KMeans],
+    order: list[tuple[int, int]], max_iter: int, tol: float, seed: int,
+) -> KMeans:
+    """`km` or a warm start from the neighbouring fitted point of the same k in `order`,
+    whichever has the lower inertia."""
+    i = order.index((p, k))
+    before = [pt for pt in order[:i] if pt[1] == k and pt in fits]
+    if not before:
+        return km
+    Z = np.ascontiguousarray(Z_all[:, :p])
+    warm = warm_start(Z, fits[before[-1]].labels_, k, max_iter, tol, seed)
+    return warm if warm.inertia_ < km.inertia_ else km
+
+
+def pca_variance(projection: Projection) -> pd.DataFrame:
+    """One row per component: explained_variance_ratio and cumulative."""
+    ratio = projection.explained_variance_ratio_
+    return pd.DataFrame({"component": np.arange(1, len(ratio) + 1, dtype=np.int32),
+                         "explained_variance_ratio": ratio,
+                         "cumulative": np.cumsum(ratio)})
+
+
+def run_sweep(
+    X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
+    n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
+) -> pd.DataFrame:
+    """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
+
+    Each point takes the best (lowest inertia) of `n_init` k-means++ restarts (more at small
+    n_components, see `inits_at`) and warm starts from the same k's neighbouring points.
+    """
+    good, bad = valid_grid(components, clusters, projection.dim, len(X))
+    if bad:
+        log.warning("cluster sweep skips grid points (n_components, n_clusters) %s", bad)
+    max_p = max(p for p, _ in good)
+    Z_all = projection.transform(X, max_p)
+    cumulative = np.cumsum(projection.explained_variance_ratio_)
+    fits = {}
+    for p, k in good:
+        km = fit_kmeans_sklearn(np.ascontiguousarray(Z_all[:, :p]), k,
+                                inits_at(n_init, p, max_p), max_iter, tol, seed)
+        fits[p, k] = better(km, Z_all, p, k, fits, good, max_iter, tol, seed)
+    for p, k in good[::-1]:
+        fits[p, k] = better(fits[p, k], Z_all, p, k, fits, good[::-1], max_iter, tol, seed)
+    rows = []
+    for p, k in good:
+        Z = np.ascontiguousarray(Z_all[:, :p])
+        km = fits[p, k]
+        labels = km.labels_
+        sil, _ = sampled_silhouette_euclidean(Z, labels, silhouette_sample_size, seed)
+        sq = silhouette_sqeuclidean(Z, labels, ClusterStats.of(Z, labels, k))
+        rows.append({"n_components": p, "n_clusters": k, "n_rows": len(X),
+                     "silhouette_euclidean_sampled": sil,
+                     "silhouette_sqeuclidean": float(sq.mean()),
+                     "inertia": float(km.inertia_),
+                     "explained_variance": float(cumulative[p - 1])})
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    return frame.astype({"n_components": "int32", "n_clusters": "int32", "n_rows": "int64"})

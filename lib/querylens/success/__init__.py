@@ -1,0 +1,1 @@
+"""Success labels, the success model, its metrics and recommendations."""

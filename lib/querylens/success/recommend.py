@@ -1,0 +1,325 @@
+"""Recommendations for failing queries: the top successful, well-supported queries of the nearest
+successful cluster, searched on the executors against a broadcast index (exact or IVF)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+from sklearn.cluster import KMeans
+
+from querylens.config import RecommendConfig
+
+log = logging.getLogger("querylens")
+
+SCHEMA = (
+    "query_key string, query string, cluster_id int, label_success boolean, p_success double, "
+    "rank int, rec_query_key string, rec_query string, rec_cluster_id int, similarity double, "
+    "cluster_distance double, rec_cluster_success_rate double, rec_success_rate double, "
+    "rec_support long, search string, reason string"
+)
+COLUMNS = [part.strip().split(" ")[0] for part in SCHEMA.split(",")]
+IVF_FIT_SAMPLE = 50_000
+QUERY_CHUNK_CELLS = 20_000_000
+
+
+@dataclass
+class IVF:
+    """An inverted-file index: members of each list stored contiguously in `order`."""
+
+    centroids: np.ndarray
+    order: np.ndarray
+    offsets: np.ndarray
+    probe: int
+
+
+@dataclass
+class ClusterIndex:
+    """The recommendable queries of one successful cluster."""
+
+    cluster_id: int
+    success_rate: float
+    keys: np.ndarray
+    queries: np.ndarray
+    vectors: np.ndarray
+    scores: np.ndarray
+    support: np.ndarray
+    ivf: IVF | None = None
+
+    @property
+    def search(self) -> str:
+        return "ivf" if self.ivf is not None else "exact"
+
+
+@dataclass
+class RecommendIndex:
+    """Centroids of every cluster plus the candidate index of each successful cluster."""
+
+    centroid_ids: np.ndarray
+    centroids: np.ndarray
+    rates: dict[int, float]
+    clusters: dict[int, ClusterIndex] = field(default_factory=dict)
+
+    @property
+    def successful_ids(self) -> np.ndarray:
+        return np.array(sorted(self.clusters), dtype=np.int64)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def stack(series: pd.Series) -> np.ndarray:
+    return normalize_rows(np.vstack(series.to_numpy())) if len(series) else np.empty((0, 0))
+
+
+def top_n(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the n largest values (descending) and their columns; -inf / -1 pad short rows."""
+    m, width = sims.shape
+    k = min(n, width)
+    out_s = np.full((m, n), -np.inf, dtype=np.float32)
+    out_i = np.full((m, n), -1, dtype=np.int64)
+    if k == 0 or m == 0:
+        return out_s, out_i
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < width else np.tile(
+        np.arange(width), (m, 1))
+    vals = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    out_s[:, :k] = np.take_along_axis(vals, order, axis=1)
+    out_i[:, :k] = np.take_along_axis(part, order, axis=1)
+    out_i[~np.isfinite(out_s)] = -1
+    return out_s, out_i
+
+
+def exact_search(q: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n cosine neighbours of unit rows `q` among unit rows `vectors`, by brute force."""
+    chunk = max(1, QUERY_CHUNK_CELLS // max(len(vectors), 1))
+    parts = [top_n(q[s:s + chunk] @ vectors.T, n) for s in range(0, len(q), chunk)]
+    if not parts:
+        return top_n(np.empty((0, len(vectors)), dtype=np.float32), n)
+    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
+def build_ivf(vectors: np.ndarray, n_lists: int | None, probe: int, seed: int) -> IVF:
+    """Spherical k-means lists over unit `vectors` (fit on a sample of at most 50,000)."""
+    n = len(vectors)
+    lists = max(1, min(n_lists or int(round(np.sqrt(n))), n))
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.choice(n, size=min(n, IVF_FIT_SAMPLE), replace=False)]
+    kmeans = KMeans(n_clusters=lists, n_init=1, max_iter=20, random_state=seed).fit(sample)
+    centroids = normalize_rows(kmeans.cluster_centers_)
+    assigned = np.concatenate([
+        np.argmax(vectors[s:s + 65536] @ centroids.T, axis=1) for s in range(0, n, 65536)
+    ])
+    order = np.argsort(assigned, kind="stable")
+    offsets = np.searchsorted(assigned[order], np.arange(lists + 1))
+    return IVF(centroids, order, offsets, min(probe, lists))
+
+
+def ivf_search(q: np.ndarray, ivf: IVF, vectors: np.ndarray,
+               n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n neighbours among the members of each query's `probe` nearest lists."""
+    m, probe = len(q), ivf.probe
+    if m == 0:
+        return top_n(np.empty((0, 0), dtype=np.float32), n)
+    probes = top_n(q @ ivf.centroids.T, probe)[1]
+    best_s = np.full((m, probe * n), -np.inf, dtype=np.float32)
+    best_i = np.full((m, probe * n), -1, dtype=np.int64)
+    flat = probes.ravel()
+    by_list = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[by_list], np.arange(len(ivf.offsets)))
+    for lst in np.unique(flat):
+        picked = by_list[bounds[lst]:bounds[lst + 1]]
+        rows, slots = picked // probe, picked % probe
+        members = ivf.order[ivf.offsets[lst]:ivf.offsets[lst + 1]]
+        if len(members) == 0:
+            continue
+        s, i = top_n(q[rows] @ vectors[members].T, n)
+        cols = slots[:, None] * n + np.arange(n)
+        best_s[rows[:, None], cols] = s
+        best_i[rows[:, None], cols] = np.where(i >= 0, members[np.maximum(i, 0)], -1)
+    s, pos = top_n(best_s, n)
+    idx = np.take_along_axis(best_i, np.maximum(pos, 0), axis=1)
+    return s, np.where(pos >= 0, idx, -1)
+
+
+def search(q: np.ndarray, cluster: ClusterIndex, n: int,
+           method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n neighbours in `cluster` with its own method, or `method` ('exact'/'ivf')."""
+    if (method or cluster.search) == "ivf":
+        if cluster.ivf is None:
+            raise ValueError(f"cluster {cluster.cluster_id} has no IVF index")
+        return ivf_search(q, cluster.ivf, cluster.vectors, n)
+    return exact_search(q, cluster.vectors, n)
+
+
+def build_index(centroids: pd.DataFrame, rates: dict[int, float], candidates: pd.DataFrame,
+                config: RecommendConfig) -> RecommendIndex:
+    """Index of successful clusters (rate >= the configured floor and >= 1 candidate).
+
+    `centroids`: cluster_id, centroid; `candidates`: query_key, query, cluster_id,
+    smoothed_score, support, embedding — already restricted to recommendable queries.
+    """
+    ids = centroids["cluster_id"].to_numpy(dtype=np.int64)
+    index = RecommendIndex(ids, stack(centroids["centroid"]), dict(rates))
+    for cluster_id, group in candidates.groupby("cluster_id"):
+        rate = rates.get(int(cluster_id))
+        if rate is None or rate < config.min_cluster_success_rate:
+            continue
+        if config.max_candidates_per_cluster:
+            group = group.nlargest(config.max_candidates_per_cluster, "support")
+        vectors = stack(group["embedding"])
+        use_ivf = config.index == "ivf" or (
+            config.index == "auto" and len(group) > config.exact_max_candidates)
+        ivf = build_ivf(vectors, config.ivf_lists, config.ivf_probe,
+                        config.seed + int(cluster_id)) if use_ivf else None
+        index.clusters[int(cluster_id)] = ClusterIndex(
+            int(cluster_id), float(rate), group["query_key"].to_numpy(),
+            group["query"].to_numpy(), vectors,
+            group["smoothed_score"].to_numpy(dtype=np.float64),
+            group["support"].to_numpy(dtype=np.int64), ivf)
+    return index
+
+
+def target_clusters(q: np.ndarray, own: np.ndarray,
+                    index: RecommendIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's target successful cluster (its own if successful, else the nearest by
+    cosine to the centroid) and the cosine distance to that centroid; -1 when none."""
+    successful = index.successful_ids
+    target = np.full(len(q), -1, dtype=np.int64)
+    distance = np.full(len(q), np.nan)
+    if len(successful) == 0 or len(q) == 0:
+        return target, distance
+    pos = {int(c): i for i, c in enumerate(index.centroid_ids)}
+    cent = index.centroids[[pos[int(c)] for c in successful]]
+    sims = q @ cent.T
+    nearest = np.argmax(sims, axis=1)
+    own_ok = np.isin(own, successful)
+    own_col = np.searchsorted(successful, np.where(own_ok, own, successful[0]))
+    col = np.where(own_ok, own_col, nearest)
+    target = successful[col]
+    distance = 1.0 - sims[np.arange(len(q)), col].astype(np.float64)
+    return target, distance
+
+
+def recommend_batch(batch: pd.DataFrame, index: RecommendIndex,
+                    config: RecommendConfig) -> pd.DataFrame:
+    """Recommendation rows for a batch of failing queries (query_key, query, cluster_id,
+    success, p_success, embedding); a query without any gets one row with a null rank and
+    rec_query_key saying why."""
+    if batch.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    q = stack(batch["embedding"])
+    own = batch["cluster_id"].fillna(-1).to_numpy(dtype=np.int64)
+    target, distance = target_clusters(q, own, index)
+    n = config.n_recommendations
+    sims = np.full((len(q), n), -np.inf, dtype=np.float32)
+    idx = np.full((len(q), n), -1, dtype=np.int64)
+    keys = batch["query_key"].to_numpy()
+    for cluster_id in np.unique(target[target >= 0]):
+        rows = np.nonzero(target == cluster_id)[0]
+        cluster = index.clusters[int(cluster_id)]
+        s, i = search(q[rows], cluster, n + 1)
+        self_hit = (i >= 0) & (cluster.keys[np.maximum(i, 0)] == keys[rows, None])
+        s = np.where(self_hit, -np.inf, s)
+        s, pos = top_n(s, n)
+        i = np.take_along_axis(i, np.maximum(pos, 0), axis=1)
+        sims[rows], idx[rows] = s, np.where(pos >= 0, i, -1)
+    keep = (idx >= 0) & (sims >= config.min_similarity)
+    return rows_frame(batch, target, distance, sims, idx, keep, index, config)
+
+
+def why_failing(label: object, p: object, cut: float) -> str:
+    if label is False:
+        return "failed (label)"
+    return f"predicted to fail (p_success {p:.2f} < {cut:.2f})"
+
+
+def rows_frame(batch: pd.DataFrame, target: np.ndarray, distance: np.ndarray, sims: np.ndarray,
+               idx: np.ndarray, keep: np.ndarray, index: RecommendIndex,
+               config: RecommendConfig) -> pd.DataFrame:
+    records = []
+    for r, row in enumerate(batch.itertuples(index=False)):
+        label = None if pd.isna(row.success) else bool(row.success)
+        p = None if pd.isna(row.p_success) else float(row.p_success)
+        cluster_id = None if pd.isna(row.cluster_id) else int(row.cluster_id)
+        base = {"query_key": row.query_key, "query": row.query, "cluster_id": cluster_id,
+                "label_success": label, "p_success": p}
+        why = why_failing(label, p, config.predicted_fail_below)
+        tid = int(target[r])
+        if tid < 0:
+            records.append({**base, "rank": None, "reason": f"{why}; no successful cluster"})
+            continue
+        cluster = index.clusters[tid]
+        where = ("its own cluster" if tid == cluster_id else "nearest successful cluster")
+        head = (f"{why}; {where} {tid} (success rate {cluster.success_rate:.2f}, "
+                f"distance {distance[r]:.3f})")
+        hits = np.nonzero(keep[r])[0]
+        if len(hits) == 0:
+            records.append({**base, "rank": None, "rec_cluster_id": tid,
+                            "cluster_distance": float(distance[r]),
+                            "rec_cluster_success_rate": cluster.success_rate,
+                            "search": cluster.search,
+                            "reason": f"{head}: no successful query with similarity >= "
+                                      f"{config.min_similarity:.2f}"})
+            continue
+        for rank, j in enumerate(hits, start=1):
+            c = int(idx[r, j])
+            records.append({
+                **base, "rank": rank, "rec_query_key": cluster.keys[c],
+                "rec_query": cluster.queries[c], "rec_cluster_id": tid,
+                "similarity": float(sims[r, j]), "cluster_distance": float(distance[r]),
+                "rec_cluster_success_rate": cluster.success_rate,
+                "rec_success_rate": float(cluster.scores[c]),
+                "rec_support": int(cluster.support[c]), "search": cluster.search,
+                "reason": (f"{head}; similarity {sims[r, j]:.3f}; recommended query success "
+                           f"score {cluster.scores[c]:.3f} over {cluster.support[c]} searches"),
+            })
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+    for name in ("cluster_id", "rank", "rec_cluster_id"):
+        frame[name] = frame[name].astype("Int32")
+    frame["rec_support"] = frame["rec_support"].astype("Int64")
+    return frame
+
+
+def recommend_df(spark: SparkSession, failing: DataFrame, index: RecommendIndex,
+                 config: RecommendConfig) -> tuple[DataFrame, Broadcast]:
+    """Recommendations computed in `mapInPandas` against the broadcast index; the caller
+    destroys the returned broadcast once the rows are written."""
+    shared = spark.sparkContext.broadcast(index)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        local = shared.value
+        for batch in batches:
+            yield recommend_batch(batch, local, config)
+
+    needed = ["query_key", "query", "cluster_id", "success", "p_success", "embedding"]
+    return failing.select(*needed).mapInPandas(run, SCHEMA), shared
+
+
+def recall_at_n(q: np.ndarray, own: np.ndarray, index: RecommendIndex,
+                n: int) -> tuple[float | None, int]:
+    """Mean share of the exact top-n found by IVF, over queries whose target cluster uses IVF."""
+    target, _ = target_clusters(q, own, index)
+    hits, total, counted = 0, 0, 0
+    for cluster_id in np.unique(target[target >= 0]):
+        cluster = index.clusters[int(cluster_id)]
+        if cluster.ivf is None:
+            continue
+        rows = np.nonzero(target == cluster_id)[0]
+        _, exact = search(q[rows], cluster, n, "exact")
+        _, approx = search(q[rows], cluster, n, "ivf")
+        for e, a in zip(exact, approx, strict=True):
+            want = set(e[e >= 0].tolist())
+            hits += len(want & set(a[a >= 0].tolist()))
+            total += len(want)
+        counted += len(rows)
+    return (hits / total if total else None), counted

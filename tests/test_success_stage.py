@@ -1,0 +1,125 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from querylens.runs import Run
+from querylens.success.stages import recommend_stage, success_stage
+from querylens.tables import read_run_table, write_run_table
+from tests.conftest import make_config
+
+COUNT_COLUMNS = ["n_searches", "n_sessions", "clicks", "add_to_bags", "purchases",
+                 "searches_with_click", "searches_with_add_to_bag", "searches_with_purchase"]
+
+
+def planted_run(spark: SparkSession, root: Path, database: str, interactions: bool,
+                truth: bool) -> tuple[Run, DataFrame, pd.DataFrame]:
+    """400 queries in 4 clusters; P(click) rises along one embedding direction."""
+    rng = np.random.default_rng(0)
+    n, d = 400, 16
+    cluster = np.arange(n) % 4
+    centers = np.eye(d)[:4] * 3
+    emb = centers[cluster] + rng.normal(size=(n, d))
+    p = 1 / (1 + np.exp(-2.5 * emb[:, 5] - 0.8 * (cluster == 1) + 0.8 * (cluster == 3)))
+    searches = rng.integers(2, 60, n)
+    clicks = rng.binomial(searches, p) if interactions else np.zeros(n, dtype=int)
+    keys = [f"k{i:03d}" for i in range(n)]
+    frame = pd.DataFrame({"query_key": keys, "query": [f"query {i}" for i in range(n)],
+                          "n_searches": searches, "n_sessions": searches, "clicks": clicks,
+                          "add_to_bags": clicks // 3, "purchases": clicks // 6,
+                          "searches_with_click": clicks, "searches_with_add_to_bag": clicks // 3,
+                          "searches_with_purchase": clicks // 6})
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+    config = make_config(root, f"run.database={database}", "success.backend=driver",
+                         "success.hidden_sizes=[16]", "success.max_epochs=60",
+                         "success.learning_rate=0.01", "recommend.min_similarity=0.0",
+                         "recommend.predicted_fail_below=0.3")
+    run = Run(spark, config, run_id=f"{database}-run")
+    write_run_table(spark.createDataFrame(frame), database, "queries", run.run_id)
+    assignments = pd.DataFrame({"query_key": keys, "cluster_id": cluster.astype("int32"),
+                                "distance": 0.0, "silhouette_sqeuclidean": 0.0,
+                                "next_cluster_id": ((cluster + 1) % 4).astype("int32")})
+    write_run_table(spark.createDataFrame(assignments), database, "cluster_assignments",
+                    run.run_id)
+    if truth:
+        gt = pd.DataFrame({"query_key": keys + keys[:10], "query": "q", "template_id": 0,
+                           "kind": "k", "true_category": [f"cat{c}" for c in cluster]
+                           + ["cat0"] * 10, "true_brand": None,
+                           "p_success": np.concatenate([p, p[:10]])})
+        spark.createDataFrame(gt, "query_key string, query string, template_id long, "
+                              "kind string, true_category string, true_brand string, "
+                              "p_success double").write.mode("overwrite").saveAsTable(
+            f"{database}.demo_ground_truth")
+    embeddings = spark.createDataFrame(
+        pd.DataFrame({"query_key": keys, "embedding": list(emb.astype(np.float32))}),
+        "query_key string, embedding array<float>")
+    return run, embeddings, frame
+
+
+def metrics_of(run: Run) -> dict[tuple[str, str, str], float]:
+    rows = read_run_table(run.spark, run.database, "model_metrics", run.run_id).collect()
+    return {(r["model"], r["split"], r["metric"]): r["value"] for r in rows}
+
+
+def test_success_and_recommend_stages_end_to_end(spark: SparkSession, spark_root: Path) -> None:
+    run, embeddings, frame = planted_run(spark, spark_root, "ql_success", True, truth=True)
+    run.add_metrics([("kmeans", "all", "stability_ari", 0.9)])
+    success_stage(run, embeddings)
+    recommend_stage(run, embeddings)
+    got = metrics_of(run)
+    assert got[("kmeans", "all", "stability_ari")] == 0.9
+    for model in ("nn", "logistic_regression", "cluster_rate", "majority"):
+        for metric in ("roc_auc", "pr_auc", "brier", "ece"):
+            assert math.isfinite(got[(model, "test", metric)])
+    assert got[("majority", "test", "roc_auc")] == 0.5
+    assert got[("nn", "test", "roc_auc")] > 0.75
+    assert got[("nn", "test", "roc_auc")] > got[("cluster_rate", "test", "roc_auc")]
+    assert got[("labels", "demo_truth", "spearman_true_p")] > 0.5
+    assert 0.0 <= got[("recommendations", "demo_truth", "same_category_share")] <= 1.0
+    assert got[("recommendations", "demo_truth", "true_p_ratio")] > 1.0
+    labels = read_run_table(spark, run.database, "success_labels", run.run_id).toPandas()
+    preds = read_run_table(spark, run.database, "success_predictions", run.run_id).toPandas()
+    assert len(labels) == len(preds) == len(frame)
+    assert preds["p_success"].between(0, 1).all()
+    assert set(labels.loc[labels["support"] < 5, "success"].isna()) == {True}
+    recs = read_run_table(spark, run.database, "recommendations", run.run_id).toPandas()
+    served = recs[recs["rec_query_key"].notna()]
+    assert len(served) > 0
+    merged = labels.merge(preds[["query_key", "p_success"]], on="query_key")
+    ok = merged[(merged["success"] == True) & (merged["support"] >= 10)  # noqa: E712
+                & (merged["p_success"] >= 0.3)]
+    assert set(served["rec_query_key"]) <= set(ok["query_key"])
+    failing = merged[(merged["success"] == False) | (merged["p_success"] < 0.3)]  # noqa: E712
+    assert set(recs["query_key"]) == set(failing["query_key"])
+    facts = run.facts["success"]
+    assert facts["backend"] == "driver" and facts["model"].startswith("mlp-")
+    assert (Path(facts["model_path"]) / "model.pt").is_file()
+    rates = read_run_table(spark, run.database, "cluster_success", run.run_id).toPandas()
+    expected = labels.dropna(subset=["success"]).groupby("cluster_id")["success"].mean()
+    np.testing.assert_allclose(rates.set_index("cluster_id")["success_rate"].sort_index(),
+                               expected.astype(float).sort_index())
+
+
+def test_no_interactions_skip_the_model_and_explain_empty_recommendations(
+    spark: SparkSession, spark_root: Path
+) -> None:
+    run, embeddings, _ = planted_run(spark, spark_root, "ql_success_zero", False, truth=False)
+    success_stage(run, embeddings)
+    recommend_stage(run, embeddings)
+    assert run.facts["success"]["model"].startswith("skipped: no interactions at all")
+    notes = " ".join(run.facts["recommend"]["notes"])
+    assert "no successful cluster" in notes and "no success_predictions" in notes
+    assert read_run_table(spark, run.database, "recommendations", run.run_id).count() == 0
+    got = metrics_of(run)
+    assert got[("labels", "all", "successful")] == 0
+    assert got[("recommendations", "all", "failing_queries")] > 0
+    assert all(math.isfinite(v) for v in got.values())
+
+
+def test_add_metrics_refuses_nan(spark: SparkSession, spark_root: Path) -> None:
+    config = make_config(spark_root)
+    with pytest.raises(ValueError, match="m/test/auc is nan"):
+        Run(spark, config, run_id="nan-check").add_metrics([("m", "test", "auc", float("nan"))])
