@@ -182,7 +182,8 @@ def main() -> None:
         "ivf_clusters": sum(c.ivf is not None for c in index.clusters.values()),
         "recall_at_n": recall, "recall_queries": counted,
         "sample_search_s": {k: round(v, 2) for k, v in side.items()},
-        "ivf_speedup": round(side["exact"] / side["ivf"], 1) if side["ivf"] else None,
+        "ivf_speedup": (round(side["exact"] / side["ivf"], 1)
+                        if any(c.ivf is not None for c in index.clusters.values()) else None),
     }, indent=1), flush=True)
     spark.stop()
 
