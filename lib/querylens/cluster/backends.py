@@ -39,7 +39,7 @@ def fit_projection_sklearn(X: np.ndarray, seed: int) -> Projection:
 
 def fit_projection_mllib(embeddings: DataFrame, dim: int, n_rows: int) -> Projection:
     """pyspark.ml Normalizer -> PCA (all components) on `embedding`, plus the mean it centres."""
-    vectors = embeddings.select(array_to_vector("embedding").alias("raw"))
+    vectors = embeddings.select(array_to_vector(F.col("embedding")).alias("raw"))
     normalized = SparkNormalizer(p=2.0, inputCol="raw", outputCol="features").transform(vectors)
     k = min(dim, n_rows)
     model = SparkPCA(k=k, inputCol="features", outputCol="pca").fit(normalized)
@@ -62,7 +62,7 @@ def fit_kmeans_mllib(
     reduced: DataFrame, k: int, max_iter: int, tol: float, seed: int, init_steps: int
 ) -> np.ndarray:
     """pyspark.ml KMeans (k-means||) on `reduced` array<double>; the centroids (k x p)."""
-    features = reduced.select(array_to_vector("reduced").alias("features"))
+    features = reduced.select(array_to_vector(F.col("reduced")).alias("features"))
     model = SparkKMeans(k=k, maxIter=max_iter, tol=tol, seed=seed, initMode="k-means||",
                         initSteps=init_steps, featuresCol="features").fit(features)
     centers = np.asarray(model.clusterCenters(), dtype=np.float64)

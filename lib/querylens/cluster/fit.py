@@ -113,7 +113,7 @@ def collect_sample(
     picked = df.select(*columns, h.alias("_h"))
     if frac < 1.0:
         picked = picked.where((F.abs(h % 1_000_000) / 1_000_000.0) < frac)
-    rows = picked.toPandas().sort_values(["_h", "query_key"]).head(size)
+    rows = pd.DataFrame(picked.toPandas()).sort_values(["_h", "query_key"]).head(size)
     return rows.drop(columns="_h").reset_index(drop=True)
 
 
@@ -184,12 +184,12 @@ def describe(
                   else np.full(len(ls), np.nan))
     sampled = pd.DataFrame({"cluster_id": ls, "s": sil_sample}).groupby("cluster_id")["s"].mean()
 
-    summary = scored.groupBy("cluster_id").agg(
+    summary = pd.DataFrame(scored.groupBy("cluster_id").agg(
         F.count("*").alias("size"),
         F.sum("n_searches").cast("long").alias("n_searches"),
         F.avg("silhouette_sqeuclidean").alias("mean_silhouette_sqeuclidean"),
         F.sum(F.col("distance") ** 2).alias("inertia"),
-    ).toPandas().set_index("cluster_id").sort_index()
+    ).toPandas()).set_index("cluster_id").sort_index()
     terms = ctfidf(term_counts(scored).toPandas(), config.n_terms).set_index("cluster_id")
     nxt = next_clusters(model.centroids_)
     ids = summary.index.to_numpy()

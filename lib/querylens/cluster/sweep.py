@@ -93,7 +93,7 @@ def run_sweep(
     max_p = max(p for p, _ in good)
     Z_all = projection.transform(X, max_p)
     cumulative = np.cumsum(projection.explained_variance_ratio_)
-    fits = {}
+    fits: dict[tuple[int, int], KMeans] = {}
     for p, k in good:
         km = fit_kmeans_sklearn(np.ascontiguousarray(Z_all[:, :p]), k,
                                 inits_at(n_init, p, max_p), max_iter, tol, seed)
