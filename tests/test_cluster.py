@@ -30,7 +30,11 @@ from querylens.cluster import (
 from querylens.cluster.backends import fit_projection_sklearn
 from querylens.cluster.model import apply_ids
 from querylens.cluster.naming import STOP_WORDS, ctfidf, term_counts
-from querylens.cluster.silhouette import spark_cluster_stats, with_silhouette
+from querylens.cluster.silhouette import (
+    prefix_silhouettes_euclidean,
+    spark_cluster_stats,
+    with_silhouette,
+)
 from querylens.cluster.stage import write_clusters, write_scores
 from querylens.cluster.sweep import run_sweep, valid_grid
 from querylens.config import Config, ConfigError, load_config
@@ -123,6 +127,19 @@ def test_sampled_euclidean_silhouette_is_silhouette_score_on_the_sample() -> Non
     assert len(idx) == 700 and len(set(idx)) == 700
     assert value == pytest.approx(silhouette_score(Z[idx], labels[idx]), abs=1e-12)
     assert value != pytest.approx(silhouette_score(Z[:700], labels[:700]), abs=1e-6)
+
+
+def test_prefix_euclidean_silhouettes_match_silhouette_score() -> None:
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(900, 12)) + rng.integers(0, 4, size=(900, 1)) * rng.normal(size=12)
+    labelings = {(p, k): KMeans(k, n_init=1, random_state=0).fit_predict(Z[:, :p])
+                 for p in (2, 5, 12) for k in (3, 6)}
+    labelings[5, 9] = rng.integers(0, 9, size=900)
+    labelings[5, 9][7] = 40
+    ours = prefix_silhouettes_euclidean(Z, labelings, chunk_rows=250)
+    for (p, k), labels in labelings.items():
+        assert ours[p, k] == pytest.approx(silhouette_score(Z[:, :p], labels), abs=1e-10)
+    assert np.isnan(prefix_silhouettes_euclidean(Z, {(3, 1): np.zeros(900, int)})[3, 1])
 
 
 def test_fit_writes_tables_with_exact_silhouettes(fitted: Run) -> None:

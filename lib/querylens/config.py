@@ -120,6 +120,8 @@ class ClusterConfig:
     sweep_clusters: list[int] = dataclasses.field(default_factory=lambda: [10, 20])
     sweep_sample_size: int = 10_000
     sweep_n_init: int = 3
+    sweep_full_n_init: int = 50
+    sweep_full_n_init_components: int = 10
     silhouette_sample_size: int = 10_000
     stability_seeds: list[int] = dataclasses.field(default_factory=lambda: [7, 1234])
     stability_sample_size: int = 20_000
@@ -249,6 +251,8 @@ def validate_cluster(c: ClusterConfig) -> None:
         ("n_init", c.n_init, 1), ("max_iter", c.max_iter, 1), ("init_steps", c.init_steps, 1),
         ("n_exemplars", c.n_exemplars, 1), ("n_terms", c.n_terms, 1),
         ("label_terms", c.label_terms, 1), ("sweep_n_init", c.sweep_n_init, 1),
+        ("sweep_full_n_init", c.sweep_full_n_init, 1),
+        ("sweep_full_n_init_components", c.sweep_full_n_init_components, 0),
         ("sweep_sample_size", c.sweep_sample_size, 2),
         ("silhouette_sample_size", c.silhouette_sample_size, 2),
         ("stability_sample_size", c.stability_sample_size, 2),

@@ -90,6 +90,57 @@ def sampled_silhouette_euclidean(
     return silhouette_euclidean(Z[idx], labels[idx]), idx
 
 
+def prefix_silhouettes_euclidean(
+    Z: np.ndarray, labelings: dict[tuple[int, int], np.ndarray], chunk_rows: int = 1024
+) -> dict[tuple[int, int], float]:
+    """sklearn's `silhouette_score` (Euclidean) of each labelling (p, k) of the rows of
+    `Z[:, :p]`, for all labellings in one pass; NaN where fewer than 2 or n labels.
+
+    The Gram matrix of a prefix of columns is the previous prefix's plus a float64 BLAS
+    product over the new columns, so every prefix together costs one m x m x max(p)
+    product. Rows go in chunks of `chunk_rows` (memory ~3 * chunk_rows * m floats), and
+    per-cluster distance sums are a product with each labelling's one-hot matrix.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    m = len(Z)
+    ps = sorted({p for p, _ in labelings})
+    sq = np.cumsum(Z * Z, axis=1)
+    coded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for key, labels in labelings.items():
+        _, codes = np.unique(labels, return_inverse=True)
+        onehot = np.zeros((m, codes.max() + 1 if m else 0))
+        onehot[np.arange(m), codes] = 1.0
+        coded[key] = (codes, onehot, onehot.sum(0))
+    blocks = [np.ascontiguousarray(Z[:, a:b]) for a, b in zip([0, *ps], ps, strict=False)]
+    scores = {key: np.zeros(m) for key in labelings}
+    for start in range(0, m, chunk_rows):
+        rows = np.arange(start, min(start + chunk_rows, m))
+        gram = np.zeros((len(rows), m))
+        dist = np.empty_like(gram)
+        for p, block in zip(ps, blocks, strict=True):
+            gram += block[rows] @ block.T
+            np.multiply(gram, -2.0, out=dist)
+            dist += sq[rows, p - 1][:, None]
+            dist += sq[:, p - 1][None, :]
+            np.maximum(dist, 0.0, out=dist)
+            np.sqrt(dist, out=dist)
+            dist[np.arange(len(rows)), rows] = 0.0
+            for key in (key for key in labelings if key[0] == p):
+                codes, onehot, counts = coded[key]
+                sums = dist @ onehot
+                own = codes[rows]
+                own_n = counts[own]
+                a = sums[np.arange(len(rows)), own] / np.maximum(own_n - 1.0, 1.0)
+                sums /= counts[None, :]
+                sums[np.arange(len(rows)), own] = np.inf
+                b = sums.min(1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    s = (b - a) / np.maximum(a, b)
+                scores[key][rows] = np.where(own_n > 1, np.nan_to_num(s), 0.0)
+    return {key: float(scores[key].mean()) if 2 <= len(coded[key][2]) < m else float("nan")
+            for key in labelings}
+
+
 def spark_cluster_stats(assigned: DataFrame, k: int, dims: int) -> ClusterStats:
     """ClusterStats of `assigned` (columns `reduced` array<double>, `cluster_id`) in Spark."""
 

@@ -12,7 +12,8 @@ from querylens.cluster.backends import fit_kmeans_sklearn
 from querylens.cluster.model import Projection
 from querylens.cluster.silhouette import (
     ClusterStats,
-    sampled_silhouette_euclidean,
+    prefix_silhouettes_euclidean,
+    sample_rows,
     silhouette_sqeuclidean,
 )
 
@@ -50,9 +51,13 @@ def warm_start(
                   random_state=seed).fit(Z)
 
 
-def inits_at(n_init: int, p: int, max_p: int) -> int:
-    """More k-means++ restarts where they are cheap (few components), at most 50."""
-    return min(50, n_init * max(1, max_p // (4 * p)))
+def inits_at(n_init: int, p: int, max_p: int, full_n_init: int, full_max_p: int) -> int:
+    """k-means++ restarts at n_components `p`: the notebook's `full_n_init` where that is
+    cheap (p <= full_max_p), `n_init` up to max_p / 4 components, one above (warm starts
+    from the neighbouring points do the rest there)."""
+    if p <= full_max_p:
+        return full_n_init
+    return n_init if 4 * p <= max_p else 1
 
 
 def better(
@@ -81,11 +86,15 @@ def pca_variance(projection: Projection) -> pd.DataFrame:
 def run_sweep(
     X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
     n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
+    full_n_init: int = 50, full_n_init_components: int = 10,
 ) -> pd.DataFrame:
     """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
 
-    Each point takes the best (lowest inertia) of `n_init` k-means++ restarts (more at small
-    n_components, see `inits_at`) and warm starts from the same k's neighbouring points.
+    Points with at most `full_n_init_components` components run the notebook's KMeans
+    (`full_n_init` k-means++ restarts) and keep it. The others take the lowest inertia of
+    their restarts (see `inits_at`) and warm starts from the same k's neighbouring points,
+    up and then down the components. The Euclidean silhouette of every point is exact on one
+    seeded sample of `silhouette_sample_size` rows (`prefix_silhouettes_euclidean`).
     """
     good, bad = valid_grid(components, clusters, projection.dim, len(X))
     if bad:
@@ -96,19 +105,24 @@ def run_sweep(
     fits: dict[tuple[int, int], KMeans] = {}
     for p, k in good:
         km = fit_kmeans_sklearn(np.ascontiguousarray(Z_all[:, :p]), k,
-                                inits_at(n_init, p, max_p), max_iter, tol, seed)
-        fits[p, k] = better(km, Z_all, p, k, fits, good, max_iter, tol, seed)
+                                inits_at(n_init, p, max_p, full_n_init, full_n_init_components),
+                                max_iter, tol, seed)
+        if p > full_n_init_components:
+            km = better(km, Z_all, p, k, fits, good, max_iter, tol, seed)
+        fits[p, k] = km
     for p, k in good[::-1]:
-        fits[p, k] = better(fits[p, k], Z_all, p, k, fits, good[::-1], max_iter, tol, seed)
+        if p > full_n_init_components:
+            fits[p, k] = better(fits[p, k], Z_all, p, k, fits, good[::-1], max_iter, tol, seed)
+    idx = sample_rows(len(X), silhouette_sample_size, seed)
+    euclid = prefix_silhouettes_euclidean(Z_all[idx], {pt: fits[pt].labels_[idx] for pt in good})
     rows = []
     for p, k in good:
         Z = np.ascontiguousarray(Z_all[:, :p])
         km = fits[p, k]
         labels = km.labels_
-        sil, _ = sampled_silhouette_euclidean(Z, labels, silhouette_sample_size, seed)
         sq = silhouette_sqeuclidean(Z, labels, ClusterStats.of(Z, labels, k))
         rows.append({"n_components": p, "n_clusters": k, "n_rows": len(X),
-                     "silhouette_euclidean_sampled": sil,
+                     "silhouette_euclidean_sampled": euclid[p, k],
                      "silhouette_sqeuclidean": float(sq.mean()),
                      "inertia": float(km.inertia_),
                      "explained_variance": float(cumulative[p - 1])})
