@@ -4,8 +4,9 @@ Notebook: for each (n_clusters, n_components) refit Normalizer -> PCA -> KMeans(
 n_init=50, max_iter=500) and take the full `silhouette_score`. querylens (`run_sweep` with the
 ClusterConfig sweep defaults): one PCA with every component, sliced per grid point; the
 notebook's KMeans(n_init=cluster.sweep_full_n_init) up to cluster.sweep_full_n_init_components
-components, fewer restarts plus warm starts above; the Euclidean silhouette of every point in
-one pass on a seeded sample (cluster.silhouette_sample_size, all rows at 10k, so exact).
+components, fewer restarts plus warm starts above, all on one thread; the Euclidean silhouette
+of every point in one pass, exact on a seeded sample of cluster.sweep_silhouette_sample_size
+rows. The notebook loop also runs a second time under threadpool_limits(1), like for like.
 
     .venv/bin/python bench/cluster_notebook.py [--rows 10000] [--dim 512]
 """
@@ -25,6 +26,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
+from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import fit_projection_sklearn
 from querylens.cluster.sweep import run_sweep
@@ -67,7 +69,7 @@ def main() -> None:
     ours = run_sweep(X, fit_projection_sklearn(X, config.seed), config.sweep_components,
                      config.sweep_clusters, n_init=config.sweep_n_init,
                      max_iter=config.max_iter, tol=config.tol, seed=config.seed,
-                     silhouette_sample_size=config.silhouette_sample_size,
+                     silhouette_sample_size=config.sweep_silhouette_sample_size,
                      full_n_init=config.sweep_full_n_init,
                      full_n_init_components=config.sweep_full_n_init_components)
     ours_s = time.perf_counter() - start
@@ -77,6 +79,11 @@ def main() -> None:
     points = list(zip(ours["n_components"], ours["n_clusters"], strict=True))
     notebook = notebook_loop(X, points)
     notebook_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with threadpool_limits(1):
+        one_thread = notebook_loop(X, points)
+    notebook_1t_s = time.perf_counter() - start
+    same = np.allclose(one_thread["silhouette"], notebook["silhouette"], atol=1e-6)
 
     both = notebook.merge(ours, on=["n_components", "n_clusters"])
     both["diff"] = (both["silhouette_euclidean_sampled"] - both["silhouette"]).abs()
@@ -85,10 +92,14 @@ def main() -> None:
     summary = {"machine": f"{platform.node()} {platform.machine()}", "rows": args.rows,
                "dim": args.dim, "grid_points": len(both), "notebook_s": round(notebook_s, 1),
                "querylens_s": round(ours_s, 1), "speedup": round(notebook_s / ours_s, 1),
+               "notebook_1thread_s": round(notebook_1t_s, 1),
+               "speedup_vs_1thread": round(notebook_1t_s / ours_s, 1),
+               "notebook_1thread_same_silhouettes": bool(same),
                "max_silhouette_diff": round(float(both["diff"].max()), 4),
                "within_0.02": int((both["diff"] <= 0.02).sum()),
                "sweep_n_init": config.sweep_n_init, "sweep_full_n_init": config.sweep_full_n_init,
                "sweep_full_n_init_components": config.sweep_full_n_init_components,
+               "sweep_silhouette_sample_size": config.sweep_silhouette_sample_size,
                "load_before": load_before, "load_after": os.getloadavg()}
     print(json.dumps(summary))
 

@@ -122,6 +122,7 @@ class ClusterConfig:
     sweep_n_init: int = 3
     sweep_full_n_init: int = 50
     sweep_full_n_init_components: int = 10
+    sweep_silhouette_sample_size: int = 4000
     silhouette_sample_size: int = 10_000
     stability_seeds: list[int] = dataclasses.field(default_factory=lambda: [7, 1234])
     stability_sample_size: int = 20_000
@@ -253,6 +254,7 @@ def validate_cluster(c: ClusterConfig) -> None:
         ("label_terms", c.label_terms, 1), ("sweep_n_init", c.sweep_n_init, 1),
         ("sweep_full_n_init", c.sweep_full_n_init, 1),
         ("sweep_full_n_init_components", c.sweep_full_n_init_components, 0),
+        ("sweep_silhouette_sample_size", c.sweep_silhouette_sample_size, 2),
         ("sweep_sample_size", c.sweep_sample_size, 2),
         ("silhouette_sample_size", c.silhouette_sample_size, 2),
         ("stability_sample_size", c.stability_sample_size, 2),

@@ -15,10 +15,15 @@ from querylens.session import build_session
 log = logging.getLogger("querylens")
 
 
+def start_run(config: Config, args: argparse.Namespace) -> Run:
+    """A run in a session built from `config`, with --run-id when given."""
+    spark = build_session(config)
+    return Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+
+
 def pipeline_job(config: Config, args: argparse.Namespace) -> None:
     """Every stage in one Spark application."""
-    spark = build_session(config)
-    run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+    run = start_run(config, args)
     run_pipeline(run)
     print_summary(run)
 
@@ -27,8 +32,7 @@ def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
     def job(config: Config, args: argparse.Namespace) -> None:
         if stage != "ingest" and not args.run_id:
             raise ValueError(f"the {stage} job needs --run-id of a run whose ingest has run")
-        spark = build_session(config)
-        run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+        run = start_run(config, args)
         run_pipeline(run, [stage])
         log.info("run id: %s", run.run_id)
 
@@ -43,8 +47,7 @@ def score_job(config: Config, args: argparse.Namespace) -> None:
     with --run-id it scores that run's queries. The model is `cluster.score_version`
     (default: the latest) under `cluster.model_dir`.
     """
-    spark = build_session(config)
-    run = Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+    run = start_run(config, args)
     run_pipeline(run, ["embed", "score"] if args.run_id else ["ingest", "embed", "score"])
     log.info("run id: %s (scored with cluster model v%s)", run.run_id,
              run.facts["score"]["model_version"])
@@ -70,17 +73,17 @@ def generate_logs_job(config: Config, args: argparse.Namespace) -> None:
 def print_summary(run: Run) -> None:
     db = run.database
     clusters = run.spark.sql(
-        f"SELECT cluster_id, size, top_queries FROM {db}.clusters "
+        f"SELECT cluster_id, label, size, top_queries FROM {db}.clusters "
         f"WHERE run_id = '{run.run_id}' ORDER BY size DESC LIMIT 5"
     ).collect()
     lines = [f"run {run.run_id} completed; tables in database '{db}' "
              f"(warehouse {run.config.run.warehouse_dir}):"]
     lines += [f"  {db}.{t}: {n} rows" for t, n in sorted(run.counts.items())]
     lines.append("largest clusters:")
-    lines += [f"  #{r.cluster_id} ({r.size} queries): {', '.join(r.top_queries[:5])}"
+    lines += [f"  #{r.cluster_id} {r.label} ({r.size} queries): {', '.join(r.top_queries[:5])}"
               for r in clusters]
-    lines.append(f"query them: spark.sql(\"SELECT * FROM {db}.clusters "
-                 f"WHERE run_id = '{run.run_id}'\")")
+    lines.append(f"query them: spark.sql(\"SELECT * FROM {db}.clusters_latest\") "
+                 f"(or any table WHERE run_id = '{run.run_id}')")
     if "report" in run.facts:
         lines.append(f"report: {Path(run.facts['report']['path']).resolve()}")
     print("\n".join(lines))

@@ -49,19 +49,18 @@ def embed_stage(run: Run) -> None:
 def cluster_stage(run: Run) -> None:
     """Embeddings -> a new saved cluster model, `cluster_assignments`, `clusters`,
     `cluster_sweep` (unless cluster.sweep=false), `pca_variance` and `model_metrics`."""
-    if "embed" not in run.facts:
-        embed_stage(run)
     run.facts["cluster"] = write_clusters(run, this_run_embeddings(run), run_queries(run))
 
 
 def score_stage(run: Run) -> None:
     """Embeddings -> `cluster_assignments` and `clusters` under a saved model, no refit."""
-    if "embed" not in run.facts:
-        embed_stage(run)
     run.facts["score"] = write_scores(run, this_run_embeddings(run), run_queries(run))
 
 
 def this_run_embeddings(run: Run) -> DataFrame:
+    """(query_key, embedding) of this run's queries; runs the embed stage first if it has not."""
+    if "embed" not in run.facts:
+        embed_stage(run)
     facts = run.facts["embed"]
     cache = run.spark.table(f"{run.database}.query_embeddings").where(
         (F.col("model_id") == facts["model_id"])
@@ -77,8 +76,6 @@ def success_stage(run: Run) -> None:
     model, `success_predictions`, `success_calibration` and its `model_metrics` rows."""
     from querylens.success.stages import success_stage as write_success
 
-    if "embed" not in run.facts:
-        embed_stage(run)
     write_success(run, this_run_embeddings(run))
 
 
@@ -86,8 +83,6 @@ def recommend_stage(run: Run) -> None:
     """Labels, predictions, embeddings -> `recommendations` (+ recall, demo evaluation)."""
     from querylens.success.stages import recommend_stage as write_recommendations
 
-    if "embed" not in run.facts:
-        embed_stage(run)
     write_recommendations(run, this_run_embeddings(run))
 
 

@@ -285,7 +285,8 @@ def fit_clusters(
         result.sweep = run_sweep(
             stack(raw["embedding"].iloc[:sweep_size]), projection, config.sweep_components,
             config.sweep_clusters, n_init=config.sweep_n_init, max_iter=config.max_iter,
-            tol=config.tol, seed=config.seed, silhouette_sample_size=config.silhouette_sample_size,
+            tol=config.tol, seed=config.seed,
+            silhouette_sample_size=config.sweep_silhouette_sample_size,
             full_n_init=config.sweep_full_n_init,
             full_n_init_components=config.sweep_full_n_init_components)
     extra += stability(spark, result.cached[0], model, config, n, backend)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import fit_kmeans_sklearn
 from querylens.cluster.model import Projection
@@ -83,25 +84,12 @@ def pca_variance(projection: Projection) -> pd.DataFrame:
                          "cumulative": np.cumsum(ratio)})
 
 
-def run_sweep(
-    X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
-    n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
-    full_n_init: int = 50, full_n_init_components: int = 10,
-) -> pd.DataFrame:
-    """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
-
-    Points with at most `full_n_init_components` components run the notebook's KMeans
-    (`full_n_init` k-means++ restarts) and keep it. The others take the lowest inertia of
-    their restarts (see `inits_at`) and warm starts from the same k's neighbouring points,
-    up and then down the components. The Euclidean silhouette of every point is exact on one
-    seeded sample of `silhouette_sample_size` rows (`prefix_silhouettes_euclidean`).
-    """
-    good, bad = valid_grid(components, clusters, projection.dim, len(X))
-    if bad:
-        log.warning("cluster sweep skips grid points (n_components, n_clusters) %s", bad)
+def fit_grid(
+    Z_all: np.ndarray, good: list[tuple[int, int]], *, n_init: int, max_iter: int, tol: float,
+    seed: int, full_n_init: int, full_n_init_components: int,
+) -> dict[tuple[int, int], KMeans]:
+    """KMeans at each grid point (p, k) on `Z_all[:, :p]`, as described in `run_sweep`."""
     max_p = max(p for p, _ in good)
-    Z_all = projection.transform(X, max_p)
-    cumulative = np.cumsum(projection.explained_variance_ratio_)
     fits: dict[tuple[int, int], KMeans] = {}
     for p, k in good:
         km = fit_kmeans_sklearn(np.ascontiguousarray(Z_all[:, :p]), k,
@@ -113,6 +101,33 @@ def run_sweep(
     for p, k in good[::-1]:
         if p > full_n_init_components:
             fits[p, k] = better(fits[p, k], Z_all, p, k, fits, good[::-1], max_iter, tol, seed)
+    return fits
+
+
+def run_sweep(
+    X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
+    n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
+    full_n_init: int = 50, full_n_init_components: int = 10, kmeans_threads: int | None = 1,
+) -> pd.DataFrame:
+    """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
+
+    Points with at most `full_n_init_components` components run the notebook's KMeans
+    (`full_n_init` k-means++ restarts) and keep it. The others take the lowest inertia of
+    their restarts (see `inits_at`) and warm starts from the same k's neighbouring points,
+    up and then down the components. The Euclidean silhouette of every point is exact on one
+    seeded sample of `silhouette_sample_size` rows (`prefix_silhouettes_euclidean`).
+    The fits run with `kmeans_threads` OpenMP/BLAS threads (None: the library default); one
+    thread is much faster for these small fits, above all on a busy machine.
+    """
+    good, bad = valid_grid(components, clusters, projection.dim, len(X))
+    if bad:
+        log.warning("cluster sweep skips grid points (n_components, n_clusters) %s", bad)
+    max_p = max(p for p, _ in good)
+    Z_all = projection.transform(X, max_p)
+    cumulative = np.cumsum(projection.explained_variance_ratio_)
+    with threadpool_limits(kmeans_threads):
+        fits = fit_grid(Z_all, good, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+                        full_n_init=full_n_init, full_n_init_components=full_n_init_components)
     idx = sample_rows(len(X), silhouette_sample_size, seed)
     euclid = prefix_silhouettes_euclidean(Z_all[idx], {pt: fits[pt].labels_[idx] for pt in good})
     rows = []
