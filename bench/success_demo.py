@@ -45,7 +45,7 @@ def main() -> None:
     run = Run(spark, config)
     run_pipeline(run, STAGES)
     metrics = read_run_table(spark, config.run.database, "model_metrics", run.run_id).toPandas()
-    ours = metrics[~metrics["model"].str.startswith("cluster_")]
+    ours = metrics[metrics["model"] != "cluster_kmeans"]
     table = ours.sort_values(["model", "split", "metric"]).set_index(["model", "split", "metric"])
     print(f"machine: {platform.platform()}, {platform.processor() or 'cpu'}")
     print(f"root: {root}; run {run.run_id}; generate {generate_seconds:.0f}s; "

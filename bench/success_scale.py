@@ -4,13 +4,15 @@ Synthetic data generated inside Spark (one seeded generator per partition): `--r
 `--dim`-d unit embeddings around `--topics` topic centres grouped into `--clusters` clusters,
 a planted success direction, Zipf-like support. Timed steps:
 
-1. train: collect the labelled queries to the driver and fit SuccessMLP (config defaults);
+1. train: collect the labelled queries to the driver through Arrow and fit SuccessMLP as the
+   success stage does (config; `auto` = TorchDistributor from 200k training rows);
 2. score: P(success) for every query through the pandas UDF, written as Parquet;
 3. recommend: build the index of successful queries, broadcast it, recommend for every failing
    query in `mapInPandas`, written as Parquet; IVF recall@N against exact on a sample;
 4. exact vs IVF search side by side on a sample of failing queries (driver, one process).
 
     .venv/bin/python bench/success_scale.py [--rows 1000000] [--dim 384] [--skip-train]
+        [--all-labelled] [--set success.batch_size=1024 ...]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from querylens.success.recommend import (
     stack,
     target_clusters,
 )
+from querylens.success.stages import success_model, with_matrix
 
 SCHEMA = ("query_key string, query string, cluster_id int, support long, smoothed_score double, "
           "success boolean, embedding array<float>")
@@ -53,7 +56,7 @@ def centres(topics: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return c / np.linalg.norm(c, axis=1, keepdims=True), direction / np.linalg.norm(direction)
 
 
-def generator(topics: int, clusters: int, dim: int, seed: int):
+def generator(topics: int, clusters: int, dim: int, seed: int, min_support: int):
     def generate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         c, direction = centres(topics, dim, seed)
         for batch in batches:
@@ -64,7 +67,7 @@ def generator(topics: int, clusters: int, dim: int, seed: int):
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             effect = (topic % 7 - 3) * 0.25
             p = 1 / (1 + np.exp(-(8 * emb @ direction + effect)))
-            support = np.minimum(rng.zipf(1.6, len(ids)) + 1, 100_000)
+            support = np.minimum(rng.zipf(1.6, len(ids)) + min_support, 100_000)
             score = rng.binomial(support, p * 0.6) / support
             success = np.where(support >= 5, rng.random(len(ids)) < p, None)
             yield pd.DataFrame({
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=15)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--all-labelled", action="store_true",
+                        help="every query has support >= 5, so all --rows are labelled")
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
@@ -99,6 +104,7 @@ def main() -> None:
     config = load_config(None, [f"run.warehouse_dir={root / 'warehouse'}", *args.overrides])
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
+             .config("spark.driver.maxResultSize", "4g")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
              .config("spark.sql.shuffle.partitions", str(args.partitions)).getOrCreate())
@@ -106,28 +112,26 @@ def main() -> None:
     times: dict[str, float] = {}
     data_path = str(root / "data")
     timed("generate", lambda: spark.range(args.rows, numPartitions=args.partitions)
-          .mapInPandas(generator(args.topics, args.clusters, args.dim, 11), SCHEMA)
+          .mapInPandas(generator(args.topics, args.clusters, args.dim, 11,
+                                 5 if args.all_labelled else 1), SCHEMA)
           .write.parquet(data_path), times)
     data = spark.read.parquet(data_path)
     cfg, rcfg = config.success, config.recommend
     model = None
     if not args.skip_train:
-        labelled = timed("train_collect", lambda: data.where(F.col("success").isNotNull())
-                         .select("embedding", F.col("success").cast("int").alias("y"),
-                                 (F.abs(F.xxhash64("query_key")) % 100).alias("b")).toPandas(),
-                         times)
-        x = np.vstack(labelled["embedding"].to_numpy()).astype(np.float32)
+        labelled, x = timed("train_collect", lambda: with_matrix(
+            data.where(F.col("success").isNotNull()).select(
+                "embedding", F.col("success").cast("int").alias("y"),
+                (F.abs(F.xxhash64("query_key")) % 100).alias("b")), "embedding"), times)
         y = labelled["y"].to_numpy()
         b = labelled["b"].to_numpy()
         del labelled
         train, val, test = b >= 30, (b >= 15) & (b < 30), b < 15
-        model = timed("train_fit", lambda: SuccessMLP(
-            hidden_sizes=tuple(cfg.hidden_sizes), dropout=cfg.dropout,
-            learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,
-            random_state=cfg.seed).fit(x[train], y[train], x[val], y[val]), times)
+        model = timed("train_fit", lambda: success_model(cfg, int(train.sum())).fit(
+            x[train], y[train], x[val], y[val]), times)
         auc = roc_auc_score(y[test], model.predict_proba(x[test])[:, 1])
-        print(f"labelled {len(y)} (train {train.sum()}), epochs {len(model.history_)}, "
+        print(f"labelled {len(y)} (train {train.sum()}), backend {model.backend} x "
+              f"{model.world_size_}, batch {model.batch_size}, epochs {len(model.history_)}, "
               f"best {model.best_epoch_}, test AUC {auc:.4f}", flush=True)
         del x
     else:

@@ -7,6 +7,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from querylens.runs import Run
+from querylens.success.evaluate import evaluate_recommendations
 from querylens.success.stages import recommend_stage, success_stage
 from querylens.tables import read_run_table, write_run_table
 from tests.conftest import make_config
@@ -123,3 +124,24 @@ def test_add_metrics_refuses_nan(spark: SparkSession, spark_root: Path) -> None:
     config = make_config(spark_root)
     with pytest.raises(ValueError, match="m/test/auc is nan"):
         Run(spark, config, run_id="nan-check").add_metrics([("m", "test", "auc", float("nan"))])
+
+
+def test_recommendation_evaluation_matches_hand_count(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([
+        ("a", 1, "x", 1), ("a", 1, "y", 2), ("b", 2, "x", 1), ("b", 2, None, None),
+        ("c", 3, "z", 3),
+    ], "query_key string, cluster_id int, rec_query_key string, rec_cluster_id int")
+    truth = spark.createDataFrame([
+        ("a", 0.2, "dresses"), ("b", 0.4, "bags"), ("c", 0.1, None),
+        ("x", 0.8, "dresses"), ("y", 0.6, "bags"), ("z", 0.5, "bags"),
+    ], "query_key string, true_p double, true_category string")
+    rows, notes = evaluate_recommendations(recs, truth)
+    got = {metric: value for _, _, metric, value in rows}
+    assert notes == []
+    assert got["pairs"] == 4 and got["pairs_with_category"] == 3
+    assert got["same_category_share"] == pytest.approx(1 / 3)
+    assert got["pairs_own_cluster"] == 1 and got["same_category_share_own_cluster"] == 1.0
+    assert got["pairs_other_cluster"] == 2 and got["same_category_share_other_cluster"] == 0.0
+    assert got["failing_true_p"] == pytest.approx((0.2 + 0.4 + 0.1) / 3)
+    assert got["recommended_true_p"] == pytest.approx((0.7 + 0.8 + 0.5) / 3)
+    assert got["true_p_ratio"] == pytest.approx(2.0 / 0.7)

@@ -52,9 +52,12 @@ def evaluate_scores(frame: pd.DataFrame, model: str, split: str, column: str) ->
 
 
 def evaluate_recommendations(recs: DataFrame, truth: DataFrame) -> tuple[list[Row], list[str]]:
-    """Same-true-category share of recommendations and the true success probability of
-    recommended vs failing queries (per failing query with at least one recommendation)."""
-    rec = recs.where(F.col("rec_query_key").isNotNull()).select("query_key", "rec_query_key")
+    """Same-true-category share of recommendations (all, from the query's own cluster, from
+    another cluster) and the true success probability of recommended vs failing queries (per
+    failing query with at least one recommendation)."""
+    rec = recs.where(F.col("rec_query_key").isNotNull()).select(
+        "query_key", "rec_query_key",
+        F.coalesce(F.col("cluster_id") == F.col("rec_cluster_id"), F.lit(False)).alias("own"))
     t = truth.select("query_key", "true_p", "true_category")
     r = truth.select(F.col("query_key").alias("rec_query_key"), F.col("true_p").alias("rec_p"),
                      F.col("true_category").alias("rec_category"))
@@ -66,9 +69,15 @@ def evaluate_recommendations(recs: DataFrame, truth: DataFrame) -> tuple[list[Ro
     rows: list[Row] = [("recommendations", "demo_truth", "pairs", float(len(pairs)))]
     notes: list[str] = []
     if len(known):
-        same = float((known["true_category"] == known["rec_category"]).mean())
-        rows += [("recommendations", "demo_truth", "same_category_share", same),
+        same = known["true_category"] == known["rec_category"]
+        rows += [("recommendations", "demo_truth", "same_category_share", float(same.mean())),
                  ("recommendations", "demo_truth", "pairs_with_category", float(len(known)))]
+        for own, where in ((True, "own_cluster"), (False, "other_cluster")):
+            picked = same[known["own"] == own]
+            rows.append(("recommendations", "demo_truth", f"pairs_{where}", float(len(picked))))
+            if len(picked):
+                rows.append(("recommendations", "demo_truth", f"same_category_share_{where}",
+                             float(picked.mean())))
     else:
         notes.append("no recommendation pair has a known true category on both sides")
     with_p = pairs.dropna(subset=["true_p", "rec_p"])

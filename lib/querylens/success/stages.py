@@ -38,6 +38,21 @@ def pandas(df: DataFrame) -> pd.DataFrame:
     return cast(pd.DataFrame, df.toPandas())
 
 
+def with_matrix(df: DataFrame, column: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Collect `df` through Arrow: its other columns as pandas and the array column `column`
+    as one float32 matrix (no Python object per row)."""
+    table = df.toArrow()
+    values = table.column(column).combine_chunks()
+    if values.null_count:
+        raise ValueError(f"column {column} holds {values.null_count} null arrays")
+    lengths = values.value_lengths().to_numpy()
+    if len(lengths) and lengths.min() != lengths.max():
+        raise ValueError(f"column {column} holds arrays of different lengths")
+    dim = int(lengths[0]) if len(lengths) else 0
+    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return table.drop_columns([column]).to_pandas(), flat.reshape(len(table), dim)
+
+
 def has_run_rows(run: Run, table: str) -> bool:
     return table_exists(run.spark, run.database, table) and bool(
         read_run_table(run.spark, run.database, table, run.run_id).limit(1).count())
@@ -75,39 +90,28 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
         facts["model"] = f"skipped: {stats.problem}"
         run.add_metrics(rows)
         return
-    data = pandas(labels.where(F.col("success").isNotNull()).join(embeddings, "query_key").select(
+    data, vectors = with_matrix(labels.where(F.col("success").isNotNull()).join(
+        embeddings, "query_key").select(
         "query_key", "cluster_id", "split", F.col("success").cast("int").alias("y"), "embedding",
-    ))
+    ), "embedding")
     problem = split_problem(data)
     if problem:
         facts["model"] = f"skipped: {problem}"
         log.warning("success model: %s", problem)
         run.add_metrics(rows)
         return
-    parts = {s: data[data["split"] == s] for s in ("train", "validation", "test")}
+    masks = {s: (data["split"] == s).to_numpy() for s in ("train", "validation", "test")}
+    parts = {s: data[mask] for s, mask in masks.items()}
     y = {s: part["y"].to_numpy() for s, part in parts.items()}
     train_clusters = parts["train"]["cluster_id"].to_numpy()
     rates = metrics.cluster_rates(train_clusters, y["train"])
     global_rate = metrics.majority_probability(y["train"])
-
-    def feats(part: pd.DataFrame) -> np.ndarray:
-        x = np.vstack(part["embedding"].to_numpy()).astype(np.float32)
-        if not cfg.cluster_features:
-            return x
-        rate = metrics.cluster_rate_predictions(part["cluster_id"].to_numpy(), rates, global_rate)
-        return np.column_stack([x, rate.astype(np.float32)])
-
-    x = {s: feats(part) for s, part in parts.items()}
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "distributor" if len(x["train"]) >= cfg.distributor_min_rows else "driver"
+    x = {s: model_inputs(vectors[mask], parts[s]["cluster_id"].to_numpy(), rates, global_rate,
+                         cfg.cluster_features) for s, mask in masks.items()}
+    del vectors
     start = time.perf_counter()
-    model = SuccessMLP(
-        hidden_sizes=tuple(cfg.hidden_sizes), dropout=cfg.dropout,
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,
-        backend=backend, num_processes=cfg.num_processes, random_state=cfg.seed,
-    ).fit(x["train"], y["train"], x["validation"], y["validation"])
+    model = success_model(cfg, len(x["train"])).fit(
+        x["train"], y["train"], x["validation"], y["validation"])
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     logistic = metrics.logistic_regression(cfg.seed).fit(x["train"], y["train"])
@@ -138,7 +142,7 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
     features = ["embedding"] + (["cluster_success_rate"] if cfg.cluster_features else [])
     saved = model.save(folder, {"run_id": run.run_id, "features": features,
                                 "threshold": stats.threshold})
-    facts.update({"model": model.version_, "model_path": str(saved), "backend": backend,
+    facts.update({"model": model.version_, "model_path": str(saved), "backend": model.backend,
                   "world_size": model.world_size_, "best_epoch": model.best_epoch_,
                   "train_seconds": round(train_seconds, 2),
                   "split_sizes": {s: int(len(v)) for s, v in y.items()}})
@@ -148,6 +152,28 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
     if truth is not None:
         rows += truth_rows(run, truth)
     run.add_metrics(rows)
+
+
+def model_inputs(vectors: np.ndarray, clusters: np.ndarray, rates: dict[int, float],
+             global_rate: float, cluster_features: bool) -> np.ndarray:
+    """The model's inputs: the embeddings, plus the cluster's training success rate."""
+    if not cluster_features:
+        return vectors
+    rate = metrics.cluster_rate_predictions(clusters, rates, global_rate)
+    return np.column_stack([vectors, rate.astype(np.float32)])
+
+
+def success_model(cfg: SuccessConfig, n_train: int) -> SuccessMLP:
+    """An unfitted SuccessMLP from the config; `auto` picks TorchDistributor from
+    `distributor_min_rows` training rows."""
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "distributor" if n_train >= cfg.distributor_min_rows else "driver"
+    return SuccessMLP(
+        hidden_sizes=tuple(cfg.hidden_sizes), dropout=cfg.dropout,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,
+        backend=backend, num_processes=cfg.num_processes, random_state=cfg.seed)
 
 
 def label_rows(stats: Any) -> list[Row]:
