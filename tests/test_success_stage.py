@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from querylens.runs import Run
 from querylens.success.evaluate import evaluate_recommendations
-from querylens.success.stages import recommend_stage, success_stage
+from querylens.success.stages import recommend_stage, success_stage, with_matrix
 from querylens.tables import read_run_table, write_run_table
 from tests.conftest import make_config
 
@@ -145,3 +145,23 @@ def test_recommendation_evaluation_matches_hand_count(spark: SparkSession) -> No
     assert got["failing_true_p"] == pytest.approx((0.2 + 0.4 + 0.1) / 3)
     assert got["recommended_true_p"] == pytest.approx((0.7 + 0.8 + 0.5) / 3)
     assert got["true_p_ratio"] == pytest.approx(2.0 / 0.7)
+
+
+def test_with_matrix_collects_arrays_as_one_float32_matrix(spark: SparkSession) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 7)).astype(np.float32)
+    df = spark.createDataFrame([(f"k{i}", i % 3, v.tolist()) for i, v in enumerate(vectors)],
+                               "query_key string, cluster_id int, embedding array<float>")
+    frame, matrix = with_matrix(df.repartition(4), "embedding")
+    order = np.argsort(frame["query_key"].map(lambda k: int(k[1:])).to_numpy())
+    assert list(frame.columns) == ["query_key", "cluster_id"]
+    assert matrix.dtype == np.float32 and matrix.shape == (50, 7)
+    np.testing.assert_array_equal(matrix[order], vectors)
+    assert with_matrix(df.limit(0), "embedding")[1].shape == (0, 0)
+
+
+@pytest.mark.parametrize("rows", [[("a", [1.0, 2.0]), ("b", [1.0])], [("a", [1.0]), ("b", None)]])
+def test_with_matrix_names_the_bad_column(spark: SparkSession, rows: list) -> None:
+    df = spark.createDataFrame(rows, "query_key string, embedding array<float>")
+    with pytest.raises(ValueError, match="column embedding holds"):
+        with_matrix(df, "embedding")

@@ -155,7 +155,7 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
 
 
 def model_inputs(vectors: np.ndarray, clusters: np.ndarray, rates: dict[int, float],
-             global_rate: float, cluster_features: bool) -> np.ndarray:
+                 global_rate: float, cluster_features: bool) -> np.ndarray:
     """The model's inputs: the embeddings, plus the cluster's training success rate."""
     if not cluster_features:
         return vectors
