@@ -168,7 +168,7 @@ def main() -> None:
     q = stack(sample["embedding"])
     own = sample["cluster_id"].to_numpy(dtype=np.int64)
     recall, counted = recall_at_n(q[:1000], own[:1000], index, rcfg.n_recommendations)
-    target, _ = target_clusters(q, own, index)
+    target = target_clusters(q, own, index)
     side: dict[str, float] = {}
     for method in ("exact", "ivf"):
         start = time.perf_counter()

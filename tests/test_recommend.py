@@ -109,6 +109,27 @@ def test_recommendations_come_from_the_right_successful_cluster() -> None:
     assert ranked["rec_query_key"].tolist() == best
 
 
+def test_successful_clusters_scope_is_brute_force_over_every_successful_cluster() -> None:
+    config = load_config(None, ["recommend.n_recommendations=4", "recommend.min_similarity=-1",
+                                "recommend.scope=successful_clusters"]).recommend
+    index, candidates = make_index(config)
+    e = np.eye(8, dtype=np.float32)
+    query = e[1] + 0.9 * e[0]
+    out = recommend_batch(failing([("x", "between 0 and 1", 0, False, 0.2, query)]), index, config)
+    good = candidates[candidates["cluster_id"].isin([0, 1])].reset_index(drop=True)
+    want = reference(normalize_rows(query[None]), normalize_rows(np.vstack(good["embedding"])), 4)
+    assert out["rec_query_key"].tolist() == good["query_key"][want[0]].tolist()
+    assert out["rec_cluster_id"].tolist() == good["cluster_id"][want[0]].tolist()
+    assert set(out["rec_cluster_id"]) == {0, 1}
+    assert out["reason"].str.contains("searched all 2 successful clusters; from cluster").all()
+    cent = normalize_rows(e[out["rec_cluster_id"].to_numpy()])
+    np.testing.assert_allclose(out["cluster_distance"],
+                               1 - cent @ normalize_rows(query[None])[0], atol=1e-6)
+    narrow = recommend_batch(failing([("x", "between 0 and 1", 0, False, 0.2, query)]), index,
+                             load_config(None, ["recommend.n_recommendations=4"]).recommend)
+    assert set(narrow["rec_cluster_id"]) == {0}
+
+
 def test_no_successful_cluster_gives_explained_rows() -> None:
     config = load_config(None, ["recommend.min_cluster_success_rate=0.95"]).recommend
     index, _ = make_index(config)

@@ -91,7 +91,8 @@ def synthetic_run(seed: int = 0) -> dict[str, pd.DataFrame]:
             "top_terms": [noun, "women", "new"], "label": f"{noun} · women",
             "central_queries": g.nsmallest(3, "distance")["query"].tolist(),
             "top_queries": g.nlargest(3, "n_searches")["query"].tolist(),
-            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0])})
+            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0]),
+            "success_rate": float(g["success"].mean())})
         success.append({"cluster_id": int(cid), "n_queries": len(g),
                         "success_rate": float(g["success"].mean())})
     ok = q[q["success"]]

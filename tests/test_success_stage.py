@@ -45,6 +45,10 @@ def planted_run(spark: SparkSession, root: Path, database: str, interactions: bo
                                 "next_cluster_id": ((cluster + 1) % 4).astype("int32")})
     write_run_table(spark.createDataFrame(assignments), database, "cluster_assignments",
                     run.run_id)
+    write_run_table(spark.createDataFrame(
+        [(c, int((cluster == c).sum()), f"theme {c}", None) for c in range(4)],
+        "cluster_id int, size long, label string, success_rate double"), database, "clusters",
+        run.run_id)
     if truth:
         gt = pd.DataFrame({"query_key": keys + keys[:10], "query": "q", "template_id": 0,
                            "kind": "k", "true_category": [f"cat{c}" for c in cluster]
@@ -70,6 +74,16 @@ def test_success_and_recommend_stages_end_to_end(spark: SparkSession, spark_root
     run.add_metrics([("kmeans", "all", "stability_ari", 0.9)])
     success_stage(run, embeddings)
     recommend_stage(run, embeddings)
+    clusters = read_run_table(spark, run.database, "clusters", run.run_id).toPandas()
+    rates = read_run_table(spark, run.database, "cluster_success", run.run_id).toPandas()
+    merged = clusters.merge(rates, on="cluster_id", suffixes=("", "_expected"))
+    assert len(merged) == 4 and merged["label"].tolist() == [f"theme {c}" for c in
+                                                             merged["cluster_id"]]
+    np.testing.assert_allclose(merged["success_rate"], merged["success_rate_expected"])
+    labels = read_run_table(spark, run.database, "success_labels", run.run_id).toPandas()
+    by_hand = labels.dropna(subset=["success"]).groupby("cluster_id")["success"].mean()
+    np.testing.assert_allclose(merged.set_index("cluster_id")["success_rate"].sort_index(),
+                               by_hand.astype(float).sort_index())
     got = metrics_of(run)
     assert got[("kmeans", "all", "stability_ari")] == 0.9
     for model in ("nn", "logistic_regression", "cluster_rate", "majority"):

@@ -165,6 +165,7 @@ class SuccessConfig:
 @dataclasses.dataclass(frozen=True)
 class RecommendConfig:
     n_recommendations: int = 5
+    scope: Literal["nearest_cluster", "successful_clusters"] = "nearest_cluster"
     predicted_fail_below: float = 0.5
     min_cluster_success_rate: float = 0.5
     min_similarity: float = 0.3

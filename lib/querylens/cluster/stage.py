@@ -49,6 +49,11 @@ def with_version(df: DataFrame, version: int | None) -> DataFrame:
     return df.withColumn("model_version", F.lit(version).cast("int"))
 
 
+def clusters_rows(df: DataFrame, version: int | None) -> DataFrame:
+    """`clusters` rows as written here; the success stage fills `success_rate` in later."""
+    return with_version(df, version).withColumn("success_rate", F.lit(None).cast("double"))
+
+
 def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
     """Fit, save the model as a new version and write this run's cluster tables."""
     config = run.config.cluster
@@ -63,7 +68,7 @@ def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[
                                                     "embed", {}).get("model_revision")})
         version = model.version
         run.write("cluster_assignments", with_version(result.assignments, version))
-        run.write("clusters", with_version(result.clusters, version))
+        run.write("clusters", clusters_rows(result.clusters, version))
         assert result.pca_variance is not None
         run.write("pca_variance", run.spark.createDataFrame(result.pca_variance))
         if result.sweep is not None:
@@ -84,7 +89,7 @@ def write_scores(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[st
     result = score_clusters(run.spark, embeddings, queries, model, config, model_id=embed_model)
     try:
         run.write("cluster_assignments", with_version(result.assignments, model.version))
-        run.write("clusters", with_version(result.clusters, model.version))
+        run.write("clusters", clusters_rows(result.clusters, model.version))
         write_metrics(run, result.metrics)
     finally:
         result.unpersist()

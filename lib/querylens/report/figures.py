@@ -348,12 +348,7 @@ def query_map(data: ReportData, options: FigureOptions) -> tuple[Figure, str]:
 
 
 def cluster_overview(data: ReportData, options: FigureOptions) -> tuple[Figure, str]:
-    clusters = require(data, "clusters").copy()
-    success = data.table("cluster_success")
-    if success is not None:
-        clusters = clusters.merge(success[["cluster_id", "success_rate"]], on="cluster_id",
-                                  how="left")
-    clusters = clusters.sort_values("n_searches", ascending=True)
+    clusters = require(data, "clusters").sort_values("n_searches", ascending=True)
     names = cluster_names(data)
     ticks = [short(names.get(int(c), f"#{int(c)}"), 34) for c in clusters["cluster_id"]]
     y = np.arange(len(clusters))

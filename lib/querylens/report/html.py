@@ -144,14 +144,10 @@ def figure_html(figure: RenderedFigure) -> str:
 
 
 def cluster_table(data: ReportData) -> pd.DataFrame | None:
-    """`clusters` with success rates and failing counts merged in, one row per cluster."""
-    clusters = data.table("clusters")
-    if clusters is None:
+    """`clusters` with failing counts merged in, one row per cluster."""
+    frame = data.table("clusters")
+    if frame is None:
         return None
-    frame = clusters.copy()
-    success = data.table("cluster_success")
-    if success is not None:
-        frame = frame.merge(success[["cluster_id", "success_rate"]], on="cluster_id", how="left")
     failing = data.table("failing_by_cluster")
     if failing is not None:
         frame = frame.merge(failing, on="cluster_id", how="left")

@@ -189,25 +189,37 @@ def build_index(centroids: pd.DataFrame, rates: dict[int, float], candidates: pd
     return index
 
 
-def target_clusters(q: np.ndarray, own: np.ndarray,
-                    index: RecommendIndex) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's target successful cluster (its own if successful, else the nearest by
-    cosine to the centroid) and the cosine distance to that centroid; -1 when none."""
+def target_clusters(q: np.ndarray, own: np.ndarray, index: RecommendIndex) -> np.ndarray:
+    """Each query's target successful cluster: its own if successful, else the one whose
+    centroid is nearest by cosine; -1 when there is none."""
     successful = index.successful_ids
-    target = np.full(len(q), -1, dtype=np.int64)
-    distance = np.full(len(q), np.nan)
     if len(successful) == 0 or len(q) == 0:
-        return target, distance
+        return np.full(len(q), -1, dtype=np.int64)
     pos = {int(c): i for i, c in enumerate(index.centroid_ids)}
-    cent = index.centroids[[pos[int(c)] for c in successful]]
-    sims = q @ cent.T
-    nearest = np.argmax(sims, axis=1)
-    own_ok = np.isin(own, successful)
-    own_col = np.searchsorted(successful, np.where(own_ok, own, successful[0]))
-    col = np.where(own_ok, own_col, nearest)
-    target = successful[col]
-    distance = 1.0 - sims[np.arange(len(q)), col].astype(np.float64)
-    return target, distance
+    nearest = successful[np.argmax(q @ index.centroids[[pos[int(c)] for c in successful]].T,
+                                   axis=1)]
+    return np.where(np.isin(own, successful), own, nearest)
+
+
+@dataclass
+class Hits:
+    """Per failing query and rank: similarity, candidate position, its cluster, kept or not."""
+
+    sims: np.ndarray
+    idx: np.ndarray
+    cluster: np.ndarray
+    keep: np.ndarray
+
+
+def search_groups(q: np.ndarray, own: np.ndarray, index: RecommendIndex,
+                  scope: str) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Each query's target cluster (-1: none) and the (cluster, query rows) pairs to search:
+    the target only, or with scope `successful_clusters` every successful cluster."""
+    target = target_clusters(q, own, index)
+    if scope == "successful_clusters":
+        everyone = np.arange(len(q))
+        return target, [(int(c), everyone) for c in index.successful_ids]
+    return target, [(int(c), np.nonzero(target == c)[0]) for c in np.unique(target[target >= 0])]
 
 
 def recommend_batch(batch: pd.DataFrame, index: RecommendIndex,
@@ -219,22 +231,26 @@ def recommend_batch(batch: pd.DataFrame, index: RecommendIndex,
         return pd.DataFrame(columns=COLUMNS)
     q = stack(batch["embedding"])
     own = batch["cluster_id"].fillna(-1).to_numpy(dtype=np.int64)
-    target, distance = target_clusters(q, own, index)
+    target, groups = search_groups(q, own, index, config.scope)
     n = config.n_recommendations
     sims = np.full((len(q), n), -np.inf, dtype=np.float32)
     idx = np.full((len(q), n), -1, dtype=np.int64)
+    found_in = np.full((len(q), n), -1, dtype=np.int64)
     keys = batch["query_key"].to_numpy()
-    for cluster_id in np.unique(target[target >= 0]):
-        rows = np.nonzero(target == cluster_id)[0]
-        cluster = index.clusters[int(cluster_id)]
+    for cluster_id, rows in groups:
+        cluster = index.clusters[cluster_id]
         s, i = search(q[rows], cluster, n + 1)
         self_hit = (i >= 0) & (cluster.keys[np.maximum(i, 0)] == keys[rows, None])
         s = np.where(self_hit, -np.inf, s)
-        s, pos = top_n(s, n)
-        i = np.take_along_axis(i, np.maximum(pos, 0), axis=1)
-        sims[rows], idx[rows] = s, np.where(pos >= 0, i, -1)
+        merged_i = np.hstack([idx[rows], i])
+        merged_c = np.hstack([found_in[rows], np.full_like(i, cluster_id)])
+        s, pos = top_n(np.hstack([sims[rows], s]), n)
+        sims[rows] = s
+        idx[rows] = np.where(pos >= 0, np.take_along_axis(merged_i, np.maximum(pos, 0), 1), -1)
+        found_in[rows] = np.where(pos >= 0, np.take_along_axis(merged_c, np.maximum(pos, 0), 1),
+                                  -1)
     keep = (idx >= 0) & (sims >= config.min_similarity)
-    return rows_frame(batch, target, distance, sims, idx, keep, index, config)
+    return rows_frame(batch, q, target, Hits(sims, idx, found_in, keep), index, config)
 
 
 def why_failing(label: object, p: object, cut: float) -> str:
@@ -243,9 +259,26 @@ def why_failing(label: object, p: object, cut: float) -> str:
     return f"predicted to fail (p_success {p:.2f} < {cut:.2f})"
 
 
-def rows_frame(batch: pd.DataFrame, target: np.ndarray, distance: np.ndarray, sims: np.ndarray,
-               idx: np.ndarray, keep: np.ndarray, index: RecommendIndex,
-               config: RecommendConfig) -> pd.DataFrame:
+def centroid_distances(q: np.ndarray, clusters: np.ndarray, index: RecommendIndex) -> np.ndarray:
+    """1 - cosine between query row i and the centroid of each cluster id in `clusters[i]`
+    (shape (m,) or (m, k)); NaN where the id is -1 or has no centroid."""
+    flat = clusters.reshape(len(q), -1)
+    ids = index.centroid_ids
+    if len(ids) == 0:
+        return np.full(clusters.shape, np.nan)
+    lookup = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    known = (flat >= 0) & (flat < len(lookup))
+    rows = np.where(known, lookup[np.where(known, flat, 0)], -1)
+    sims = np.einsum("md,mkd->mk", q, index.centroids[np.maximum(rows, 0)])
+    return np.where(rows >= 0, 1.0 - sims.astype(np.float64), np.nan).reshape(clusters.shape)
+
+
+def rows_frame(batch: pd.DataFrame, q: np.ndarray, target: np.ndarray, hits: Hits,
+               index: RecommendIndex, config: RecommendConfig) -> pd.DataFrame:
+    wide = config.scope == "successful_clusters"
+    target_distance = centroid_distances(q, target, index)
+    rec_distance = centroid_distances(q, hits.cluster, index)
     records = []
     for r, row in enumerate(batch.itertuples(index=False)):
         label = None if pd.isna(row.success) else bool(row.success)
@@ -258,30 +291,38 @@ def rows_frame(batch: pd.DataFrame, target: np.ndarray, distance: np.ndarray, si
         if tid < 0:
             records.append({**base, "rank": None, "reason": f"{why}; no successful cluster"})
             continue
-        cluster = index.clusters[tid]
-        where = ("its own cluster" if tid == cluster_id else "nearest successful cluster")
-        head = (f"{why}; {where} {tid} (success rate {cluster.success_rate:.2f}, "
-                f"distance {distance[r]:.3f})")
-        hits = np.nonzero(keep[r])[0]
-        if len(hits) == 0:
-            records.append({**base, "rank": None, "rec_cluster_id": tid,
-                            "cluster_distance": float(distance[r]),
-                            "rec_cluster_success_rate": cluster.success_rate,
-                            "search": cluster.search,
+        if wide:
+            head = f"{why}; searched all {len(index.clusters)} successful clusters"
+        else:
+            where = "its own cluster" if tid == cluster_id else "nearest successful cluster"
+            head = (f"{why}; {where} {tid} (success rate {index.clusters[tid].success_rate:.2f}"
+                    f", distance {target_distance[r]:.3f})")
+        kept = np.nonzero(hits.keep[r])[0]
+        if len(kept) == 0:
+            searched = {} if wide else {
+                "rec_cluster_id": tid, "cluster_distance": float(target_distance[r]),
+                "rec_cluster_success_rate": index.clusters[tid].success_rate,
+                "search": index.clusters[tid].search}
+            records.append({**base, "rank": None, **searched,
                             "reason": f"{head}: no successful query with similarity >= "
                                       f"{config.min_similarity:.2f}"})
             continue
-        for rank, j in enumerate(hits, start=1):
-            c = int(idx[r, j])
+        for rank, j in enumerate(kept, start=1):
+            c, cluster = int(hits.idx[r, j]), index.clusters[int(hits.cluster[r, j])]
+            source = (f"; from cluster {cluster.cluster_id} (success rate "
+                      f"{cluster.success_rate:.2f}, distance {rec_distance[r, j]:.3f})"
+                      if wide else "")
             records.append({
                 **base, "rank": rank, "rec_query_key": cluster.keys[c],
-                "rec_query": cluster.queries[c], "rec_cluster_id": tid,
-                "similarity": float(sims[r, j]), "cluster_distance": float(distance[r]),
+                "rec_query": cluster.queries[c], "rec_cluster_id": cluster.cluster_id,
+                "similarity": float(hits.sims[r, j]),
+                "cluster_distance": float(rec_distance[r, j]),
                 "rec_cluster_success_rate": cluster.success_rate,
                 "rec_success_rate": float(cluster.scores[c]),
                 "rec_support": int(cluster.support[c]), "search": cluster.search,
-                "reason": (f"{head}; similarity {sims[r, j]:.3f}; recommended query success "
-                           f"score {cluster.scores[c]:.3f} over {cluster.support[c]} searches"),
+                "reason": (f"{head}{source}; similarity {hits.sims[r, j]:.3f}; recommended "
+                           f"query success score {cluster.scores[c]:.3f} over "
+                           f"{cluster.support[c]} searches"),
             })
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     for name in ("cluster_id", "rank", "rec_cluster_id"):
@@ -308,7 +349,7 @@ def recommend_df(spark: SparkSession, failing: DataFrame, index: RecommendIndex,
 def recall_at_n(q: np.ndarray, own: np.ndarray, index: RecommendIndex,
                 n: int) -> tuple[float | None, int]:
     """Mean share of the exact top-n found by IVF, over queries whose target cluster uses IVF."""
-    target, _ = target_clusters(q, own, index)
+    target = target_clusters(q, own, index)
     hits, total, counted = 0, 0, 0
     for cluster_id in np.unique(target[target >= 0]):
         cluster = index.clusters[int(cluster_id)]

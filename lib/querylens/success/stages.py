@@ -82,6 +82,7 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
     cfg = run.config.success
     run.write("success_labels", labels)
     run.write("cluster_success", cluster_success(labels))
+    fill_cluster_success_rates(run)
     facts: dict[str, Any] = {"labels": asdict(stats), "notes": []}
     run.facts["success"] = facts
     rows: list[Row] = label_rows(stats)
@@ -174,6 +175,15 @@ def success_model(cfg: SuccessConfig, n_train: int) -> SuccessMLP:
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,
         backend=backend, num_processes=cfg.num_processes, random_state=cfg.seed)
+
+
+def fill_cluster_success_rates(run: Run) -> None:
+    """Rewrite this run's `clusters` rows with `success_rate` from `cluster_success`."""
+    if not has_run_rows(run, "clusters"):
+        return
+    rates = run_table(run, "cluster_success").select("cluster_id", "success_rate")
+    clusters = run_table(run, "clusters").drop("success_rate").join(rates, "cluster_id", "left")
+    run.write("clusters", clusters.localCheckpoint())
 
 
 def label_rows(stats: Any) -> list[Row]:
