@@ -11,6 +11,7 @@ from querylens.config import Config
 from querylens.demo import write_demo_logs
 from querylens.pipeline import run_pipeline
 from querylens.runs import Run
+from querylens.tables import write_run_table
 from tests.conftest import make_config
 
 ROOT = Path(__file__).parents[1]
@@ -85,3 +86,15 @@ def test_jobs_write_tables_a_new_session_reads(tmp_path: Path) -> None:
     assert read.returncode == 0, read.stderr[-3000:]
     n, runs, status = read.stdout.split()
     assert int(n) > 100 and runs == "1" and status == "completed"
+
+
+def test_a_write_may_add_columns_but_not_drop_them(spark: SparkSession) -> None:
+    spark.sql("CREATE DATABASE IF NOT EXISTS ql_schema")
+    write_run_table(spark.createDataFrame([(1, "a")], "x int, y string"), "ql_schema", "t", "r1")
+    wider = spark.createDataFrame([(2, "b", ["p", "q"])], "x int, y string, z array<string>")
+    assert write_run_table(wider, "ql_schema", "t", "r2") == 1
+    rows = {r.run_id: r for r in spark.table("ql_schema.t").collect()}
+    assert rows["r1"].z is None and rows["r2"].z == ["p", "q"]
+    with pytest.raises(ValueError, match=r"table ql_schema.t has columns .* lacks \['y'\]"):
+        write_run_table(spark.createDataFrame([(3, None)], "x int, z array<string>"),
+                        "ql_schema", "t", "r3")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.config import require_identifier
+
+log = logging.getLogger("querylens")
 
 
 def qualified(database: str, table: str) -> str:
@@ -20,7 +24,11 @@ def table_exists(spark: SparkSession, database: str, table: str) -> bool:
 def write_run_table(
     df: DataFrame, database: str, table: str, run_id: str, table_format: str = "parquet"
 ) -> int:
-    """Replace this run's partition of `database.table` with `df`; return the rows written."""
+    """Replace this run's partition of `database.table` with `df`; return the rows written.
+
+    A write with new columns adds them to the table (earlier runs read them as null); a write
+    that lacks some of the table's columns is refused.
+    """
     spark = df.sparkSession
     name = qualified(database, table)
     rows = df.drop("run_id") if "run_id" in df.columns else df
@@ -30,12 +38,14 @@ def write_run_table(
     else:
         existing = spark.table(name).columns
         missing = sorted(set(existing) - set(rows.columns))
-        extra = sorted(set(rows.columns) - set(existing))
-        if missing or extra:
-            raise ValueError(
-                f"table {name} has columns {existing}; this write lacks {missing} and adds {extra}"
-            )
-        rows.select(*existing).write.insertInto(name, overwrite=True)
+        if missing:
+            raise ValueError(f"table {name} has columns {existing}; this write lacks {missing}")
+        extra = [f for f in rows.schema.fields if f.name not in existing]
+        if extra:
+            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ("
+                      + ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in extra) + ")")
+            log.warning("table %s: added columns %s", name, [f.name for f in extra])
+        rows.select(*spark.table(name).columns).write.insertInto(name, overwrite=True)
     return spark.table(name).where(F.col("run_id") == run_id).count()
 
 
