@@ -242,15 +242,16 @@ def recommend_batch(batch: pd.DataFrame, index: RecommendIndex,
         s, i = search(q[rows], cluster, n + 1)
         self_hit = (i >= 0) & (cluster.keys[np.maximum(i, 0)] == keys[rows, None])
         s = np.where(self_hit, -np.inf, s)
-        merged_i = np.hstack([idx[rows], i])
-        merged_c = np.hstack([found_in[rows], np.full_like(i, cluster_id)])
-        s, pos = top_n(np.hstack([sims[rows], s]), n)
-        sims[rows] = s
-        idx[rows] = np.where(pos >= 0, np.take_along_axis(merged_i, np.maximum(pos, 0), 1), -1)
-        found_in[rows] = np.where(pos >= 0, np.take_along_axis(merged_c, np.maximum(pos, 0), 1),
-                                  -1)
+        sims[rows], pos = top_n(np.hstack([sims[rows], s]), n)
+        idx[rows] = pick(np.hstack([idx[rows], i]), pos)
+        found_in[rows] = pick(np.hstack([found_in[rows], np.full_like(i, cluster_id)]), pos)
     keep = (idx >= 0) & (sims >= config.min_similarity)
     return rows_frame(batch, q, target, Hits(sims, idx, found_in, keep), index, config)
+
+
+def pick(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """`values` at column `pos` of each row, -1 where `pos` is -1."""
+    return np.where(pos >= 0, np.take_along_axis(values, np.maximum(pos, 0), axis=1), -1)
 
 
 def why_failing(label: object, p: object, cut: float) -> str:
