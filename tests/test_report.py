@@ -25,6 +25,7 @@ from querylens.cli import main
 from querylens.config import Config, ReportConfig
 from querylens.pipeline import report_stage
 from querylens.report import build_report
+from querylens.report.data import with_success_rates
 from querylens.report.figures import FIGURES
 from querylens.runs import MANIFEST_SCHEMA, Run
 from querylens.tables import append_table, write_run_table
@@ -275,3 +276,13 @@ def test_report_in_headless_chromium(full, tmp_path: Path):
                          capture_output=True, text=True, timeout=120).stdout
     assert f'data-images="{len(FIGURES)}"' in dom
     assert 'data-broken-images="0"' in dom
+
+
+def test_older_runs_take_cluster_success_rates_from_cluster_success() -> None:
+    success = pd.DataFrame({"cluster_id": [0, 1, 2], "success_rate": [0.2, 0.5, None]})
+    old = pd.DataFrame({"cluster_id": [2, 0, 1], "size": [3, 4, 5]})
+    assert with_success_rates(old, success)["success_rate"].tolist()[1:] == [0.2, 0.5]
+    assert pd.isna(with_success_rates(old, success)["success_rate"].iloc[0])
+    partly = old.assign(success_rate=[None, 0.9, None])
+    assert with_success_rates(partly, success)["success_rate"].tolist()[1:] == [0.9, 0.5]
+    assert with_success_rates(old, None) is old

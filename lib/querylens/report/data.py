@@ -79,6 +79,18 @@ def collect(df: DataFrame | None) -> pd.DataFrame | None:
     return None if frame.empty else frame
 
 
+def with_success_rates(clusters: pd.DataFrame | None,
+                       success: pd.DataFrame | None) -> pd.DataFrame | None:
+    """`clusters` with `success_rate` taken from `cluster_success` where it is missing (runs
+    written before `clusters` carried it)."""
+    if clusters is None or success is None:
+        return clusters
+    rates = clusters["cluster_id"].map(success.set_index("cluster_id")["success_rate"])
+    if "success_rate" not in clusters:
+        return clusters.assign(success_rate=rates)
+    return clusters.assign(success_rate=clusters["success_rate"].fillna(rates))
+
+
 def to_pandas(df: DataFrame) -> pd.DataFrame:
     return cast(pd.DataFrame, df.toPandas())
 
@@ -131,6 +143,8 @@ def load_report_data(
         "success_predictions", "recommendations")}
     for name in SMALL_TABLES:
         data.tables[name] = collect(frames[name])
+    data.tables["clusters"] = with_success_rates(data.tables["clusters"],
+                                                 data.tables["cluster_success"])
     queries, assignments = frames["queries"], frames["cluster_assignments"]
     labels, predictions = frames["success_labels"], frames["success_predictions"]
     total = None
