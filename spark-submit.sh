@@ -12,5 +12,5 @@ if [[ ! -x "$python" ]]; then
     exit 2
 fi
 exec "$python" -c 'import sys; sys.path.insert(0, sys.argv.pop(1))
-from querylens.submit import main
+from querylens.deploy.submit import main
 sys.exit(main())' "$root/lib" "$@"

@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT / "lib"), str(ROOT)]
 
 from tests.test_cluster_submit import standalone_cluster, write_events  # noqa: E402
 
-from querylens import submit  # noqa: E402
+from querylens.deploy import submit  # noqa: E402
 
 
 def tree_size(path: Path) -> int:

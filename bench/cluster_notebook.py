@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import fit_projection_sklearn
 from querylens.cluster.sweep import run_sweep
-from querylens.config import ClusterConfig
+from querylens.runtime.config import ClusterConfig
 
 
 def mixture(rows: int, dim: int, centers: int, latent: int, seed: int) -> np.ndarray:

@@ -28,9 +28,9 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from querylens.cluster.stage import write_clusters
-from querylens.config import load_config
-from querylens.runs import Run
-from querylens.session import build_session
+from querylens.runtime.config import load_config
+from querylens.runtime.runs import Run
+from querylens.runtime.session import build_session
 
 WORDS = [["nike", "adidas", "zara", "gucci", "levis", "puma", "mango", "prada"],
          ["dress", "jeans", "sneakers", "boots", "jacket", "shirt", "bag", "skirt"],

@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from querylens.embed.samples import fashion_queries  # noqa: E402
+from querylens.demo.samples import fashion_queries  # noqa: E402
 
 BEGIN, END = "<!-- embed-cpu:begin -->", "<!-- embed-cpu:end -->"
 

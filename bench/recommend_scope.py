@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from querylens.config import load_config
-from querylens.runs import latest_completed_run
-from querylens.session import build_session
+from querylens.recommend.index import exact_search, stack, top_n
+from querylens.runtime.config import load_config
+from querylens.runtime.runs import latest_completed_run
+from querylens.runtime.session import build_session
+from querylens.runtime.tables import read_run_table
 from querylens.success.evaluate import GROUND_TRUTH_TABLE
-from querylens.success.recommend import exact_search, stack, top_n
-from querylens.tables import read_run_table
 
 
 def evaluate(failing: pd.DataFrame, recs: np.ndarray, pool: pd.DataFrame) -> dict[str, float]:

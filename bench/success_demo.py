@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from querylens.config import load_config
-from querylens.demo import write_demo_logs
-from querylens.pipeline import run_pipeline
-from querylens.runs import Run
-from querylens.session import build_session
-from querylens.tables import read_run_table
+from querylens.app.pipeline import run_pipeline
+from querylens.demo.ground_truth import write_demo_logs
+from querylens.runtime.config import load_config
+from querylens.runtime.runs import Run
+from querylens.runtime.session import build_session
+from querylens.runtime.tables import read_run_table
 
 STAGES = ["ingest", "embed", "cluster", "success", "recommend"]
 

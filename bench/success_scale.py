@@ -33,9 +33,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from querylens.config import load_config
-from querylens.success.model import SuccessMLP, score_column
-from querylens.success.recommend import (
+from querylens.recommend.index import (
     build_index,
     recall_at_n,
     recommend_df,
@@ -43,7 +41,10 @@ from querylens.success.recommend import (
     stack,
     target_clusters,
 )
-from querylens.success.stages import success_model, with_matrix
+from querylens.runtime.config import load_config
+from querylens.success.model import SuccessMLP, score_column
+from querylens.runtime.arrays import with_matrix
+from querylens.success.stage import success_model
 
 SCHEMA = ("query_key string, query string, cluster_id int, support long, smoothed_score double, "
           "success boolean, embedding array<float>")

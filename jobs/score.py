@@ -2,7 +2,7 @@
 
 import sys
 
-from querylens.cli import main
+from querylens.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["score", *sys.argv[1:]]))

@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from querylens.config import Config, ConfigError, load_config
-from querylens.ingest import IngestStats, InputError, ingest
-from querylens.pipeline import run_pipeline
-from querylens.runs import Run, completed_run_ids
-from tests.conftest import make_config
+from querylens.app.pipeline import run_pipeline
+from querylens.ingest.aggregate import IngestStats, ingest
+from querylens.runtime.config import Config, ConfigError, load_config
+from querylens.runtime.errors import InputError
+from querylens.runtime.runs import Run, completed_run_ids
+from tests.helpers import make_config
 
 DEADLINE_S = 120
 HEADER = "query,session_id,ts,clicks,add_to_bags,purchases"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ from querylens.cluster.silhouette import (
 )
 from querylens.cluster.stage import write_clusters, write_scores
 from querylens.cluster.sweep import run_sweep, valid_grid
-from querylens.config import Config, ConfigError, load_config
-from querylens.runs import Run
+from querylens.runtime.config import Config, ConfigError, load_config
+from querylens.runtime.errors import ModelLoadError
+from querylens.runtime.runs import Run
 
 N, DIM, K = 400, 32, 4
 WORDS = ["dress", "jeans", "sneakers", "handbag"]
@@ -201,26 +203,31 @@ def test_backends_agree_on_blobs(
 def test_scoring_with_saved_model_reproduces_fit(
     spark: SparkSession, frames: tuple[DataFrame, ...], fitted: Run,
 ) -> None:
-    run = Run(spark, fitted.config, run_id="cluster-score")
+    version = fitted.facts["cluster"]["model_version"]
+    run = Run(spark, with_cluster(fitted.config, score_version=version), run_id="cluster-score")
     run.facts["embed"] = {"model_id": "test-model", "model_revision": "r1"}
     facts = write_scores(run, *frames)
-    assert facts["model_version"] == 1
+    assert facts["model_version"] == version
     fit = scored_frame(fitted, "cluster_assignments").set_index("query_key").sort_index()
     scored = scored_frame(run, "cluster_assignments").set_index("query_key").sort_index()
     assert (scored["cluster_id"] == fit["cluster_id"]).all()
     assert np.allclose(scored["distance"], fit["distance"], atol=1e-9)
-    assert (scored["model_version"] == 1).all()
+    assert (scored["model_version"] == version).all()
 
 
 def test_refit_keeps_cluster_ids_of_previous_version(
-    spark: SparkSession, frames: tuple[DataFrame, ...], fitted: Run,
+    spark: SparkSession, frames: tuple[DataFrame, ...], fitted: Run, tmp_path: Path,
 ) -> None:
-    config = with_cluster(fitted.config, seed=5, sweep=False, stability_seeds=[])
+    version = fitted.facts["cluster"]["model_version"]
+    models = shutil.copytree(str(fitted.config.cluster.model_dir), tmp_path / "models")
+    config = with_cluster(fitted.config, seed=5, sweep=False, stability_seeds=[],
+                          model_dir=str(models))
     run = Run(spark, config, run_id="cluster-refit")
     run.facts["embed"] = {"model_id": "test-model", "model_revision": "r1"}
     facts = write_clusters(run, *frames)
-    assert facts["model_version"] == 2 and facts["id_mapping"]["previous_version"] == 1
-    saved = load_model(config.cluster.model_dir, 2)
+    assert facts["model_version"] == version + 1
+    assert facts["id_mapping"]["previous_version"] == version
+    saved = load_model(models, version + 1)
     assert saved.meta["new_to_previous"] == facts["id_mapping"]["new_to_previous"]
     first = scored_frame(fitted, "cluster_assignments").set_index("query_key").sort_index()
     second = scored_frame(run, "cluster_assignments").set_index("query_key").sort_index()
@@ -250,7 +257,7 @@ def test_save_and_load_round_trip(tmp_path: Path, blobs: tuple[np.ndarray, np.nd
     loaded = load_model(tmp_path)
     assert saved.version == loaded.version == 1
     assert np.array_equal(loaded.predict(blobs[0]), model.predict(blobs[0]))
-    with pytest.raises(ValueError, match="version 9 not found"):
+    with pytest.raises(ModelLoadError, match="version 9 not found"):
         load_model(tmp_path, 9)
 
 

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from querylens import submit
-from querylens.config import ConfigError, load_config
-from querylens.executors import driver_info, note_task, task_probe, track_tasks
-from tests.conftest import make_config
+from querylens.deploy import submit
+from querylens.runtime.config import ConfigError, load_config
+from querylens.runtime.provenance import driver_info, note_task, task_probe, track_tasks
+from tests.helpers import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "spark-submit.sh"
@@ -217,7 +217,7 @@ def test_build_package_is_an_importable_zip(tmp_path: Path) -> None:
     root = source_copy(tmp_path)
     built = submit.build_package(root, tmp_path / "build")
     assert built.path.name == f"querylens-{submit.package_key(root)}.zip" and not built.cached
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import querylens.catalog as m; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import querylens.runtime.catalog as m; "
             "print(m.__file__)")
     done = subprocess.run([sys.executable, "-S", "-c", code, str(built.path)],
                           capture_output=True, text=True)
@@ -274,7 +274,7 @@ def test_table_formats_accepted(fmt: str) -> None:
 
 def test_catalog_settings_follow_the_format(monkeypatch: pytest.MonkeyPatch,
                                             tmp_path: Path) -> None:
-    from querylens.session import spark_conf
+    from querylens.runtime.session import spark_conf
 
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
     parquet = spark_conf(load_config(None, [f"run.warehouse_dir={tmp_path / 'wh'}"]))
@@ -434,8 +434,8 @@ def port_open(port: int) -> bool:
 
 READ_BACK = """
 import json, sys
-from querylens.config import load_config
-from querylens.session import build_session
+from querylens.runtime.config import load_config
+from querylens.runtime.session import build_session
 config = load_config(None, sys.argv[2:])
 spark = build_session(config)
 db = config.run.database
@@ -469,9 +469,9 @@ def read_back(root: Path, out: Path) -> dict[str, pd.DataFrame]:
 def test_pipeline_on_standalone_cluster_matches_local_mode(
     tmp_path: Path, spark_root: Path, spark  # type: ignore[no-untyped-def]
 ) -> None:
-    from querylens.pipeline import run_pipeline
-    from querylens.runs import Run
-    from querylens.tables import read_run_table
+    from querylens.app.pipeline import run_pipeline
+    from querylens.runtime.runs import Run
+    from querylens.runtime.tables import read_run_table
 
     events = tmp_path / "events"
     n_queries = write_events(events)

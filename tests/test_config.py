@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from querylens.config import ConfigError, load_config
+from querylens.runtime.config import ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -61,7 +61,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_manifest_config_masks_secrets() -> None:
-    from querylens.config import to_dict
+    from querylens.runtime.config import to_dict
 
     config = load_config(None, [
         "spark.conf={spark.hadoop.fs.s3a.secret.key: abc, spark.hadoop.fs.s3a.access.key: id1, "

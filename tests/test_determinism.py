@@ -8,18 +8,19 @@ database has its own embedding cache and model folder, so nothing is shared betw
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from querylens import pipeline
-from querylens.config import Config
-from querylens.demo import write_demo_logs
-from querylens.pipeline import run_pipeline
-from querylens.runs import Run, completed_run_ids, latest_completed_run
-from tests.conftest import make_config
+from querylens.app import pipeline
+from querylens.app.pipeline import run_pipeline
+from querylens.demo.ground_truth import write_demo_logs
+from querylens.runtime.config import Config
+from querylens.runtime.runs import Run, completed_run_ids, latest_completed_run
+from tests.helpers import make_config
 from tests.test_faults import table_checksums
 
 STAGES = ["ingest", "embed", "cluster", "success", "recommend"]
@@ -53,18 +54,14 @@ def runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
     run_pipeline(run_a, STAGES)
 
     run_pipeline(Run(spark, b, run_id="b0"), ["ingest"])
-    cluster = pipeline.STAGES["cluster"]
-
     def killed_midway(run: Run) -> None:
         run.write("cluster_assignments", run.spark.table("det_a.cluster_assignments").limit(7))
         raise Killed("driver lost during clustering")
 
-    pipeline.STAGES["cluster"] = killed_midway
-    try:
-        with pytest.raises(Killed):
-            run_pipeline(Run(spark, b, run_id="b"), STAGES)
-    finally:
-        pipeline.STAGES["cluster"] = cluster
+    killing = pipeline.STAGES.with_stage(
+        dataclasses.replace(pipeline.STAGES["cluster"], run=killed_midway))
+    with pytest.raises(Killed):
+        run_pipeline(Run(spark, b, run_id="b"), STAGES, killing)
     after_kill = {
         "completed": completed_run_ids(spark, "det_b"),
         "status": dict(spark.sql("SELECT run_id, status FROM det_b.runs").collect()),

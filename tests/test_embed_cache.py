@@ -10,11 +10,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens.config import EmbedConfig
 from querylens.embed.cache import TABLE, embed_queries
 from querylens.embed.encoders import ModelLoadError
-from querylens.embed.samples import fashion_queries
-from querylens.normalize import query_key
+from querylens.demo.samples import fashion_queries
+from querylens.ingest.normalize import query_key
+from querylens.runtime.config import EmbedConfig
 from tests.embed_helpers import clip_reference, save_tiny_clip
 
 LONG = "the north face nuptse puffer jacket women black xl " * 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -86,8 +87,14 @@ def test_custom_tokenizer_code_in_a_clip_folder_is_never_run(
 
 def test_revision_tracks_weights_and_hub_snapshots(tmp_path: Path, tiny_clip: Path) -> None:
     other = save_tiny_clip(tmp_path / "other", seed=1)
-    assert model_revision(str(tiny_clip)) == model_revision(str(tiny_clip))
-    assert model_revision(str(tiny_clip)) != model_revision(str(other))
+    copy = shutil.copytree(tiny_clip, tmp_path / "moved" / "same_weights")
+    revision = model_revision(str(tiny_clip))
+    assert re.fullmatch(r"sha256:[0-9a-f]{16}", revision)
+    assert model_revision(str(copy)) == revision
+    assert model_revision(str(other)) != revision
+    config = copy / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert model_revision(str(copy)) != revision
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = shutil.copytree(tiny_clip, tmp_path / "models--a--b" / "snapshots" / commit)
     assert model_revision(str(snapshot)) == commit
@@ -122,7 +129,7 @@ def test_half_precision_only_on_gpu() -> None:
 
 
 def test_embed_config_is_validated_naming_the_key() -> None:
-    from querylens.config import ConfigError, load_config
+    from querylens.runtime.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="embed.fallback"):
         load_config(None, ["embed.model=minilm", "embed.fallback=minilm"])

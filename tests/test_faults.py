@@ -65,11 +65,11 @@ def failed_task_attempts(spark: SparkSession) -> int:
 
 def main(root: Path) -> None:
     """Generate demo logs, run the pipeline clean then faulty, print checksums as JSON."""
-    from querylens.demo import write_demo_logs
-    from querylens.pipeline import run_pipeline
-    from querylens.runs import Run
-    from querylens.session import build_session
-    from tests.conftest import make_config
+    from querylens.app.pipeline import run_pipeline
+    from querylens.demo.ground_truth import write_demo_logs
+    from querylens.runtime.runs import Run
+    from querylens.runtime.session import build_session
+    from tests.helpers import make_config
 
     def config(database: str, *extra: str) -> Any:
         return make_config(root, f"input.path={root / 'events'}", f"run.database={database}",

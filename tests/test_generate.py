@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from querylens import vocab
-from querylens.generate import (
+from querylens.demo import vocabulary as vocab
+from querylens.demo.generator import (
     FILTER_COLUMNS,
     KEY_FILTER_ORDER,
     KINDS,

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from querylens.config import Config, NormalizeConfig, load_config
-from querylens.ingest import InputError, ingest
-from querylens.normalize import normalize_text
+from querylens.ingest.aggregate import ingest
+from querylens.ingest.normalize import normalize_text
+from querylens.runtime.config import Config, NormalizeConfig, load_config
+from querylens.runtime.errors import InputError
 
 FILTERS = ["filter_gender", "filter_brand", "filter_colour", "filter_material", "filter_category"]
 COLUMNS = ["query", "session_id", "ts", "clicks", "add_to_bags", "purchases", *FILTERS]

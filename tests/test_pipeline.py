@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from querylens.config import Config
-from querylens.demo import write_demo_logs
-from querylens.pipeline import run_pipeline
-from querylens.runs import Run
-from querylens.tables import write_run_table
-from tests.conftest import make_config
+from querylens.app.pipeline import run_pipeline
+from querylens.demo.ground_truth import write_demo_logs
+from querylens.runtime.config import Config
+from querylens.runtime.runs import Run
+from querylens.runtime.tables import write_run_table
+from tests.helpers import make_config
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["generate.n_events=4000", "generate.n_queries=600", "cluster.n_clusters=6",
@@ -20,32 +20,34 @@ SMALL = ["generate.n_events=4000", "generate.n_queries=600", "cluster.n_clusters
 
 
 @pytest.fixture(scope="module")
-def demo_config(spark: SparkSession, spark_root: Path) -> Config:
-    config = make_config(spark_root, f"input.path={spark_root / 'demo_events'}", *SMALL)
-    write_demo_logs(spark, config)
-    return config
+def demo_config(spark: SparkSession, spark_root: Path, config: Config) -> Config:
+    demo = make_config(spark_root, f"input.path={spark_root / 'demo_events'}",
+                       f"run.database={config.run.database}",
+                       f"run.output_dir={config.run.output_dir}", *SMALL)
+    write_demo_logs(spark, demo)
+    return demo
 
 
-def test_pipeline_writes_every_table(spark: SparkSession, demo_config: Config) -> None:
-    run = Run(spark, demo_config, run_id="e2e")
-    run_pipeline(run, ["ingest", "embed", "cluster"])
-    db = demo_config.run.database
-    manifest = spark.sql(f"SELECT * FROM {db}.runs WHERE run_id = 'e2e'").collect()
+def test_pipeline_writes_every_table(spark: SparkSession, demo_run: Run) -> None:
+    db, run_id = demo_run.database, demo_run.run_id
+    manifest = spark.sql(f"SELECT * FROM {db}.runs WHERE run_id = '{run_id}'").collect()
     assert [r.status for r in manifest] == ["completed"]
     counts = json.loads(manifest[0].counts_json)
     facts = json.loads(manifest[0].facts_json)
-    n_queries = spark.sql(f"SELECT count(*) FROM {db}.queries WHERE run_id = 'e2e'").first()[0]
+    n_queries = spark.sql(f"SELECT count(*) FROM {db}.queries WHERE run_id = '{run_id}'").first()[0]
     assert counts["queries"] == n_queries == facts["ingest"]["queries"]
-    assert facts["ingest"]["events"] == 4000
+    assert facts["ingest"]["events"] == 6000
     assert facts["embed"]["embedded"] + facts["embed"]["reused"] == n_queries
     assigned = spark.sql(
         f"SELECT count(DISTINCT query_key), count(*), count(DISTINCT cluster_id) "
-        f"FROM {db}.cluster_assignments WHERE run_id = 'e2e'"
+        f"FROM {db}.cluster_assignments WHERE run_id = '{run_id}'"
     ).first()
     assert tuple(assigned) == (n_queries, n_queries, 6)
-    sizes = spark.sql(f"SELECT sum(size) FROM {db}.clusters WHERE run_id = 'e2e'").first()[0]
+    sizes = spark.sql(f"SELECT sum(size) FROM {db}.clusters WHERE run_id = '{run_id}'").first()[0]
     assert sizes == n_queries
-    assert set(json.loads(manifest[0].timings_json)) == {"ingest", "embed", "cluster"}
+    assert set(json.loads(manifest[0].timings_json)) == {
+        "ingest", "embed", "cluster", "success", "recommend", "report"}
+    assert Path(facts["report"]["path"]).is_file()
 
 
 def test_rerun_replaces_the_run_and_reuses_embeddings(
@@ -73,8 +75,8 @@ def test_jobs_write_tables_a_new_session_reads(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
     assert "largest clusters:" in done.stdout
     reader = textwrap.dedent(f"""
-        from querylens.config import load_config
-        from querylens.session import build_session
+        from querylens.runtime.config import load_config
+        from querylens.runtime.session import build_session
         spark = build_session(load_config(None, {sets!r}))
         row = spark.sql("SELECT count(*) AS n, count(DISTINCT run_id) AS runs "
                         "FROM querylens.cluster_assignments").first()

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from querylens.config import load_config
-from querylens.success.recommend import (
+from querylens.recommend.index import (
     build_index,
     build_ivf,
     exact_search,
@@ -13,6 +12,7 @@ from querylens.success.recommend import (
     recall_at_n,
     recommend_batch,
 )
+from querylens.runtime.config import load_config
 
 
 def blobs(n: int, d: int, centers: int, seed: int) -> np.ndarray:

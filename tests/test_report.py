@@ -21,14 +21,15 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_samples, silhouette_score
 
-from querylens.cli import main
-from querylens.config import Config, ReportConfig
-from querylens.pipeline import report_stage
+from querylens.app.cli import main
+from querylens.app.pipeline import report_stage
 from querylens.report import build_report
 from querylens.report.data import with_success_rates
 from querylens.report.figures import FIGURES
-from querylens.runs import MANIFEST_SCHEMA, Run
-from querylens.tables import append_table, write_run_table
+from querylens.runtime.config import Config, ReportConfig
+from querylens.runtime.runs import MANIFEST_SCHEMA, Run
+from querylens.runtime.tables import append_table, write_run_table
+from tests.helpers import with_spec_columns
 
 DB = "report_test"
 RUN = "report-full"
@@ -142,7 +143,8 @@ def write_tables(spark: SparkSession, tables: dict[str, pd.DataFrame], run_id: s
                  names: list[str], database: str = DB) -> None:
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     for name in names:
-        write_run_table(spark.createDataFrame(tables[name]), database, name, run_id)
+        write_run_table(with_spec_columns(spark.createDataFrame(tables[name]), name), database,
+                        name, run_id)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def full(spark: SparkSession, config: Config, tmp_path_factory: pytest.TempPathF
         "embedded_at": datetime(2026, 1, 1)}),
         "query_key string, model_id string, model_revision string, dim int, "
         "embedding array<float>, embedded_at timestamp")
-    append_table(cache, DB, "query_embeddings")
+    append_table(with_spec_columns(cache, "query_embeddings"), DB, "query_embeddings")
     manifest = {
         "status": "completed", "started_at": datetime(2026, 1, 1, tzinfo=UTC),
         "finished_at": datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
@@ -253,7 +255,7 @@ def test_report_job_rebuilds_any_run_from_an_empty_catalog(
     assert printed == f"report: {(tmp_path / 'nothing-here' / 'report.html').resolve()}"
     html = (tmp_path / "nothing-here" / "report.html").read_text()
     assert "the `clusters` table has no rows for this run" in html
-    assert main(["report"]) == 1
+    assert main(["report"]) == 2
 
 
 def test_report_in_headless_chromium(full, tmp_path: Path):

@@ -3,7 +3,7 @@ from fractions import Fraction
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from querylens.config import load_config
+from querylens.runtime.config import load_config
 from querylens.success.labels import cluster_success, label_queries, success_scores
 
 QUERY_SCHEMA = (

@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from querylens.runs import Run
+from querylens.recommend.stage import recommend_stage
+from querylens.runtime.arrays import with_matrix
+from querylens.runtime.runs import Run
+from querylens.runtime.tables import read_run_table
 from querylens.success.evaluate import evaluate_recommendations
-from querylens.success.stages import recommend_stage, success_stage, with_matrix
-from querylens.tables import read_run_table, write_run_table
-from tests.conftest import make_config
+from querylens.success.stage import success_stage
+from tests.helpers import make_config, plant_embeddings, write_fixture
 
 COUNT_COLUMNS = ["n_searches", "n_sessions", "clicks", "add_to_bags", "purchases",
                  "searches_with_click", "searches_with_add_to_bag", "searches_with_purchase"]
@@ -39,16 +41,14 @@ def planted_run(spark: SparkSession, root: Path, database: str, interactions: bo
                          "success.learning_rate=0.01", "recommend.min_similarity=0.0",
                          "recommend.predicted_fail_below=0.3")
     run = Run(spark, config, run_id=f"{database}-run")
-    write_run_table(spark.createDataFrame(frame), database, "queries", run.run_id)
+    write_fixture(run, "queries", frame)
     assignments = pd.DataFrame({"query_key": keys, "cluster_id": cluster.astype("int32"),
                                 "distance": 0.0, "silhouette_sqeuclidean": 0.0,
                                 "next_cluster_id": ((cluster + 1) % 4).astype("int32")})
-    write_run_table(spark.createDataFrame(assignments), database, "cluster_assignments",
-                    run.run_id)
-    write_run_table(spark.createDataFrame(
-        [(c, int((cluster == c).sum()), f"theme {c}", None) for c in range(4)],
-        "cluster_id int, size long, label string, success_rate double"), database, "clusters",
-        run.run_id)
+    write_fixture(run, "cluster_assignments", assignments)
+    write_fixture(run, "clusters", spark.createDataFrame(
+        [(c, int((cluster == c).sum()), f"theme {c}") for c in range(4)],
+        "cluster_id int, size long, label string"))
     if truth:
         gt = pd.DataFrame({"query_key": keys + keys[:10], "query": "q", "template_id": 0,
                            "kind": "k", "true_category": [f"cat{c}" for c in cluster]
@@ -58,9 +58,7 @@ def planted_run(spark: SparkSession, root: Path, database: str, interactions: bo
                               "kind string, true_category string, true_brand string, "
                               "p_success double").write.mode("overwrite").saveAsTable(
             f"{database}.demo_ground_truth")
-    embeddings = spark.createDataFrame(
-        pd.DataFrame({"query_key": keys, "embedding": list(emb.astype(np.float32))}),
-        "query_key string, embedding array<float>")
+    embeddings = plant_embeddings(run, keys, emb)
     return run, embeddings, frame
 
 
@@ -71,10 +69,11 @@ def metrics_of(run: Run) -> dict[tuple[str, str, str], float]:
 
 def test_success_and_recommend_stages_end_to_end(spark: SparkSession, spark_root: Path) -> None:
     run, embeddings, frame = planted_run(spark, spark_root, "ql_success", True, truth=True)
-    run.add_metrics([("kmeans", "all", "stability_ari", 0.9)])
-    success_stage(run, embeddings)
-    recommend_stage(run, embeddings)
-    clusters = read_run_table(spark, run.database, "clusters", run.run_id).toPandas()
+    run.write_metrics([("kmeans", "all", "stability_ari", 0.9)])
+    success_stage(run)
+    recommend_stage(run)
+    clusters = read_run_table(spark, run.database, "clusters_with_success",
+                              run.run_id).toPandas()
     rates = read_run_table(spark, run.database, "cluster_success", run.run_id).toPandas()
     merged = clusters.merge(rates, on="cluster_id", suffixes=("", "_expected"))
     assert len(merged) == 4 and merged["label"].tolist() == [f"theme {c}" for c in
@@ -122,8 +121,8 @@ def test_no_interactions_skip_the_model_and_explain_empty_recommendations(
     spark: SparkSession, spark_root: Path
 ) -> None:
     run, embeddings, _ = planted_run(spark, spark_root, "ql_success_zero", False, truth=False)
-    success_stage(run, embeddings)
-    recommend_stage(run, embeddings)
+    success_stage(run)
+    recommend_stage(run)
     assert run.facts["success"]["model"].startswith("skipped: no interactions at all")
     notes = " ".join(run.facts["recommend"]["notes"])
     assert "no successful cluster" in notes and "no success_predictions" in notes
@@ -134,10 +133,10 @@ def test_no_interactions_skip_the_model_and_explain_empty_recommendations(
     assert all(math.isfinite(v) for v in got.values())
 
 
-def test_add_metrics_refuses_nan(spark: SparkSession, spark_root: Path) -> None:
+def test_write_metrics_refuses_nan(spark: SparkSession, spark_root: Path) -> None:
     config = make_config(spark_root)
     with pytest.raises(ValueError, match="m/test/auc is nan"):
-        Run(spark, config, run_id="nan-check").add_metrics([("m", "test", "auc", float("nan"))])
+        Run(spark, config, run_id="nan-check").write_metrics([("m", "test", "auc", float("nan"))])
 
 
 def test_recommendation_evaluation_matches_hand_count(spark: SparkSession) -> None:

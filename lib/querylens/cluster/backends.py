@@ -14,7 +14,8 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from querylens.cluster.model import Projection
-from querylens.config import ClusterConfig
+from querylens.runtime.arrays import normalize_rows
+from querylens.runtime.config import ClusterConfig
 
 BACKENDS = ("sklearn", "mllib")
 
@@ -28,9 +29,7 @@ def choose_backend(config: ClusterConfig, n_rows: int) -> str:
 
 def fit_projection_sklearn(X: np.ndarray, seed: int) -> Projection:
     """Normalizer -> PCA with every component (min(n, d)) on driver rows `X`."""
-    X = np.asarray(X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    X = X / np.where(norms == 0.0, 1.0, norms)
+    X = normalize_rows(X, np.float64)
     n_components = min(X.shape)
     solver = "covariance_eigh" if X.shape[0] >= X.shape[1] else "full"
     pca = PCA(n_components=n_components, svd_solver=solver, random_state=seed).fit(X)

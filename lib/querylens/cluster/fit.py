@@ -26,7 +26,10 @@ from querylens.cluster.model import ClusterModel, Projection, apply_ids, match_c
 from querylens.cluster.naming import ctfidf, exemplars, label_of, next_clusters, term_counts
 from querylens.cluster.silhouette import spark_cluster_stats, with_silhouette
 from querylens.cluster.sweep import pca_variance, run_sweep
-from querylens.config import ClusterConfig
+from querylens.runtime.arrays import stack_rows
+from querylens.runtime.config import ClusterConfig
+from querylens.runtime.errors import DataError
+from querylens.runtime.workers import map_batches_with
 
 log = logging.getLogger("querylens")
 
@@ -75,17 +78,17 @@ def check_embeddings(
     dims = {r.dim: r.n for r in by_dim if r.dim > 0}
     n_bad = sum(r.bad for r in by_dim)
     if len(dims) > 1:
-        raise ValueError(f"embeddings of mixed dimension for {model}: "
+        raise DataError(f"embeddings of mixed dimension for {model}: "
                          + ", ".join(f"{n} rows of dim {d}" for d, n in sorted(dims.items())))
     if n_bad:
         message = f"{n_bad} embeddings with NaN, inf or null values for {model}"
         if policy != "drop":
-            raise ValueError(message + " (set cluster.bad_embeddings=drop to skip them)")
+            raise DataError(message + " (set cluster.bad_embeddings=drop to skip them)")
         log.warning("%s: dropped", message)
         embeddings = embeddings.where(~bad)
     n_rows = sum(r.n for r in by_dim) - n_bad
     if n_rows < 2:
-        raise ValueError(f"clustering needs at least 2 queries with embeddings, got {n_rows} "
+        raise DataError(f"clustering needs at least 2 queries with embeddings, got {n_rows} "
                          f"({model})")
     return embeddings, InputStats(n_rows, next(iter(dims)), n_bad)
 
@@ -93,10 +96,10 @@ def check_embeddings(
 def check_sizes(config: ClusterConfig, stats: InputStats) -> None:
     """k and n_components against the number of queries and the embedding dimension."""
     if config.n_clusters > stats.n_rows:
-        raise ValueError(f"cluster.n_clusters={config.n_clusters} is larger than the "
+        raise DataError(f"cluster.n_clusters={config.n_clusters} is larger than the "
                          f"{stats.n_rows} distinct queries")
     if config.n_components > min(stats.dim, stats.n_rows):
-        raise ValueError(f"cluster.n_components={config.n_components} is larger than the "
+        raise DataError(f"cluster.n_components={config.n_components} is larger than the "
                          f"embedding dimension {stats.dim} or the {stats.n_rows} queries")
 
 
@@ -118,16 +121,15 @@ def collect_sample(
 
 
 def stack(column: pd.Series) -> np.ndarray:
-    return np.stack(column.to_numpy()).astype(np.float64)
+    """A column of arrays as one float64 matrix."""
+    return stack_rows(column, np.float64)
 
 
 def assign(df: DataFrame, model: ClusterModel) -> DataFrame:
     """Nearest and next-nearest centroid of each row (`embedding` or already `reduced`)."""
-    shared = df.sparkSession.sparkContext.broadcast(model)
     source = "embedding" if "embedding" in df.columns else "reduced"
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        m = shared.value
+    def run(m: ClusterModel, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if not len(batch):
                 continue
@@ -144,23 +146,23 @@ def assign(df: DataFrame, model: ClusterModel) -> DataFrame:
                 "next_distance": np.sqrt(d[rows, order[:, 1]]),
             })
 
-    return df.select("query_key", source).mapInPandas(run, ASSIGNED_SCHEMA)
+    assigned, _ = map_batches_with(df.select("query_key", source), model, run, ASSIGNED_SCHEMA)
+    return assigned
 
 
 def project(df: DataFrame, projection: Projection, n_components: int) -> DataFrame:
     """`query_key`, `reduced` = normalised, centred, projected `embedding`."""
-    shared = df.sparkSession.sparkContext.broadcast(projection)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        p = shared.value
+    def run(p: Projection, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if len(batch):
                 Z = p.transform(np.stack(batch["embedding"].to_numpy()), n_components)
                 yield pd.DataFrame({"query_key": batch["query_key"].to_numpy(),
                                     "reduced": list(Z)})
 
-    return df.select("query_key", "embedding").mapInPandas(
-        run, "query_key string, reduced array<double>")
+    projected, _ = map_batches_with(df.select("query_key", "embedding"), projection, run,
+                                    "query_key string, reduced array<double>")
+    return projected
 
 
 def metric_rows(split: str, values: dict[str, float]) -> list[dict[str, Any]]:
@@ -339,10 +341,10 @@ def score_clusters(
     embeddings, stats = check_embeddings(embeddings, model_id, config.bad_embeddings)
     saved = model.meta.get("embedding_model_id")
     if saved and model_id and saved != model_id:
-        raise ValueError(f"cluster model v{model.version} was fitted on embeddings of {saved}, "
+        raise DataError(f"cluster model v{model.version} was fitted on embeddings of {saved}, "
                          f"not {model_id}")
     if stats.dim != model.projection.dim:
-        raise ValueError(f"embeddings of dimension {stats.dim} ({model_id}) cannot be scored "
+        raise DataError(f"embeddings of dimension {stats.dim} ({model_id}) cannot be scored "
                          f"by cluster model v{model.version} of dimension {model.projection.dim}")
     result = describe(spark, assign(embeddings, model), queries, model, config, stats.n_rows,
                       "score")

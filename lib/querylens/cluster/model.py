@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from querylens.runtime.arrays import normalize_rows
+from querylens.runtime.errors import ModelLoadError
+
 FORMAT_VERSION = 1
 
 
@@ -28,9 +31,7 @@ class Projection:
 
     def transform(self, X: np.ndarray, n_components: int) -> np.ndarray:
         """Rows L2-normalised (zero rows stay zero), centred and projected on `n_components`."""
-        X = np.asarray(X, dtype=np.float64)
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        X = X / np.where(norms == 0.0, 1.0, norms)
+        X = normalize_rows(X, np.float64)
         return (X - self.mean_) @ self.components_[:n_components].T
 
 
@@ -133,11 +134,12 @@ def load_model(model_dir: str | Path, version: int | None = None) -> ClusterMode
     """Version `version` (the latest when None) of the model saved under `model_dir`."""
     found = versions(model_dir)
     if not found:
-        raise ValueError(f"no saved cluster model under {model_dir}")
+        raise ModelLoadError(f"no saved cluster model under {model_dir}")
     version = found[-1] if version is None else version
     path = Path(model_dir) / f"v{version}"
     if version not in found:
-        raise ValueError(f"cluster model version {version} not found under {model_dir}: {found}")
+        raise ModelLoadError(
+            f"cluster model version {version} not found under {model_dir}: {found}")
     meta = json.loads((path / "meta.json").read_text())
     with np.load(path / "model.npz") as z:
         projection = Projection(z["mean"], z["components"], z["explained_variance_ratio"])

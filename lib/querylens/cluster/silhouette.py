@@ -11,6 +11,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import DoubleType, StructField, StructType
 from sklearn.metrics import silhouette_score
 
+from querylens.runtime.workers import map_batches_with
+
 
 @dataclass(frozen=True)
 class ClusterStats:
@@ -164,13 +166,10 @@ def spark_cluster_stats(assigned: DataFrame, k: int, dims: int) -> ClusterStats:
 
 def with_silhouette(assigned: DataFrame, stats: ClusterStats) -> DataFrame:
     """`assigned` plus `silhouette_sqeuclidean`, computed per partition from broadcast stats."""
-    spark = assigned.sparkSession
-    shared = spark.sparkContext.broadcast(stats)
     schema = StructType([*assigned.schema.fields,
                          StructField("silhouette_sqeuclidean", DoubleType())])
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        s = shared.value
+    def score(s: ClusterStats, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if len(batch):
                 Z = np.stack(batch["reduced"].to_numpy())
@@ -180,4 +179,5 @@ def with_silhouette(assigned: DataFrame, stats: ClusterStats) -> DataFrame:
                 batch["silhouette_sqeuclidean"] = pd.Series(dtype="float64")
             yield batch
 
-    return assigned.mapInPandas(score, schema)
+    scored, _ = map_batches_with(assigned, stats, score, schema)
+    return scored

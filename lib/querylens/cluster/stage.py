@@ -1,4 +1,4 @@
-"""The cluster and score stages' table writes: fit or load the model, save it, write tables."""
+"""The cluster and score stages: fit (or load) the cluster model, save it, write its tables."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from querylens.cluster.fit import METRICS_SCHEMA, MODEL_NAME, fit_clusters, score_clusters
+from querylens.cluster.fit import fit_clusters, score_clusters
 from querylens.cluster.model import ClusterModel, load_model, save_model, versions
-from querylens.runs import Run
-from querylens.tables import read_run_table, table_exists
+from querylens.embed.stage import run_embeddings
+from querylens.runtime.runs import Run
+from querylens.runtime.stages import Stage
 
 log = logging.getLogger("querylens")
 
@@ -33,25 +34,13 @@ def previous_model(root: Path, embedding_model_id: str | None) -> ClusterModel |
     return None
 
 
-def write_metrics(run: Run, rows: pd.DataFrame, model: str = MODEL_NAME) -> None:
-    """Replace this run's `model_metrics` rows of `model`, keeping other models' rows."""
-    spark = run.spark
-    frame = rows
-    if table_exists(spark, run.database, "model_metrics"):
-        kept = (read_run_table(spark, run.database, "model_metrics", run.run_id)
-                .where(F.col("model") != model).select("model", "split", "metric", "value")
-                .toPandas())
-        frame = pd.concat([kept, rows], ignore_index=True)
-    run.write("model_metrics", spark.createDataFrame(frame, METRICS_SCHEMA))
+def write_metrics(run: Run, rows: pd.DataFrame) -> None:
+    """This run's `model_metrics` rows of the cluster model."""
+    run.write_metrics([(r.model, r.split, r.metric, float(r.value)) for r in rows.itertuples()])
 
 
 def with_version(df: DataFrame, version: int | None) -> DataFrame:
     return df.withColumn("model_version", F.lit(version).cast("int"))
-
-
-def clusters_rows(df: DataFrame, version: int | None) -> DataFrame:
-    """`clusters` rows as written here; the success stage fills `success_rate` in later."""
-    return with_version(df, version).withColumn("success_rate", F.lit(None).cast("double"))
 
 
 def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
@@ -68,7 +57,7 @@ def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[
                                                     "embed", {}).get("model_revision")})
         version = model.version
         run.write("cluster_assignments", with_version(result.assignments, version))
-        run.write("clusters", clusters_rows(result.clusters, version))
+        run.write("clusters", with_version(result.clusters, version))
         assert result.pca_variance is not None
         run.write("pca_variance", run.spark.createDataFrame(result.pca_variance))
         if result.sweep is not None:
@@ -89,8 +78,26 @@ def write_scores(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[st
     result = score_clusters(run.spark, embeddings, queries, model, config, model_id=embed_model)
     try:
         run.write("cluster_assignments", with_version(result.assignments, model.version))
-        run.write("clusters", clusters_rows(result.clusters, model.version))
+        run.write("clusters", with_version(result.clusters, model.version))
         write_metrics(run, result.metrics)
     finally:
         result.unpersist()
     return {**result.facts, "model_dir": str(root)}
+
+
+def cluster_stage(run: Run) -> None:
+    """Embeddings -> a new saved cluster model, `cluster_assignments`, `clusters`,
+    `cluster_sweep` (unless cluster.sweep=false), `pca_variance` and `model_metrics`."""
+    run.facts["cluster"] = write_clusters(run, run_embeddings(run), run.read("queries"))
+
+
+def score_stage(run: Run) -> None:
+    """Embeddings -> `cluster_assignments` and `clusters` under a saved model, no refit."""
+    run.facts["score"] = write_scores(run, run_embeddings(run), run.read("queries"))
+
+
+CLUSTER = Stage("cluster", cluster_stage, reads=("queries", "query_embeddings"),
+                writes=("cluster_assignments", "clusters", "pca_variance", "cluster_sweep",
+                        "model_metrics"))
+SCORE = Stage("score", score_stage, reads=("queries", "query_embeddings"),
+              writes=("cluster_assignments", "clusters", "model_metrics"))

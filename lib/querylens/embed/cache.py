@@ -11,13 +11,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens.config import EmbedConfig
 from querylens.embed.encoders import Encoder, ModelLoadError
 from querylens.embed.udf import EncoderSettings, embed_struct_column, worker_encoder
-from querylens.tables import append_table, qualified
+from querylens.runtime.config import EmbedConfig
+from querylens.runtime.tables import append_table, qualified
+from querylens.runtime.text import is_blank
 
 log = logging.getLogger("querylens")
 
@@ -87,11 +88,6 @@ def cached_embeddings(
     return table.where((F.col("model_id") == model_id) & (F.col("model_revision") == revision))
 
 
-def blank(query: Column) -> Column:
-    """Null, empty or whitespace-only text (Unicode whitespace, as Python's str.isspace)."""
-    return query.isNull() | query.rlike(r"(?U)^\s*$")
-
-
 def embed_queries(
     spark: SparkSession, queries: DataFrame, config: EmbedConfig, database: str,
     table_format: str = "parquet", run_id: str | None = None,
@@ -106,10 +102,10 @@ def embed_queries(
     distinct = queries.select("query_key", "query").dropDuplicates(["query_key"])
     counts = distinct.agg(
         F.count(F.lit(1)).alias("total"),
-        F.count(F.when(blank(F.col("query")) | F.col("query_key").isNull(), 1)).alias("skipped"),
+        F.count(F.when(is_blank(F.col("query")) | F.col("query_key").isNull(), 1)).alias("skipped"),
     ).first()
     assert counts is not None
-    wanted = distinct.where(~blank(F.col("query")) & F.col("query_key").isNotNull())
+    wanted = distinct.where(~is_blank(F.col("query")) & F.col("query_key").isNotNull())
     cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision)
     missing = wanted if cached is None else wanted.join(
         cached.select("query_key").distinct(), "query_key", "left_anti")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from querylens.embed.tokens import Tokens, fast_tokenizer, sorted_batches
+from querylens.runtime.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,6 @@ class Encoder(Protocol):
 
     def encode_batches(self, batches: Iterable[list[str]]) -> Iterator[Encoded]: ...
 
-
-class ModelLoadError(RuntimeError):
-    """A model id or folder could not be loaded offline."""
 
 
 def choose_device(requested: str, task_gpus: list[str], cuda_available: bool) -> str:

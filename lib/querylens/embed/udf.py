@@ -16,10 +16,12 @@ import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 
-from querylens.config import EmbedConfig
 from querylens.embed.encoders import Encoded, Encoder, load_encoder, resolve_device, task_cpus
-from querylens.executors import note_task, task_probe
-from querylens.faults import maybe_fail
+from querylens.runtime.config import EmbedConfig
+from querylens.runtime.faults import maybe_fail
+from querylens.runtime.provenance import note_task, task_probe
+from querylens.runtime.text import is_blank_text
+from querylens.runtime.workers import ModelCache
 
 EMBED_STRUCT = "embedding array<float>, truncated boolean, device string"
 
@@ -41,16 +43,14 @@ class EncoderSettings:
                    config.dtype, config.cuda_graphs)
 
 
-ENCODERS: dict[EncoderSettings, Encoder] = {}
+ENCODERS: ModelCache[EncoderSettings, Encoder] = ModelCache(max_size=4)
 
 
 def worker_encoder(settings: EncoderSettings) -> Encoder:
     """The encoder for `settings` on this task's device, loaded on first use in this process."""
     key = replace(settings, device=resolve_device(settings.device))
-    if key not in ENCODERS:
-        ENCODERS[key] = load_encoder(key.model, key.device, key.normalize, key.batch_size,
-                                     key.dtype, key.cuda_graphs)
-    return ENCODERS[key]
+    return ENCODERS.get(key, lambda: load_encoder(key.model, key.device, key.normalize,
+                                                  key.batch_size, key.dtype, key.cuda_graphs))
 
 
 def use_task_cores() -> None:
@@ -64,8 +64,7 @@ def use_task_cores() -> None:
 
 def present(texts: pd.Series) -> np.ndarray:
     """True where a text is a string with something other than whitespace."""
-    return np.fromiter((isinstance(t, str) and not t.isspace() and t != "" for t in texts),
-                       dtype=bool, count=len(texts))
+    return np.fromiter((not is_blank_text(t) for t in texts), dtype=bool, count=len(texts))
 
 
 def to_frame(encoded: Encoded, mask: np.ndarray, label: str) -> pd.DataFrame:

@@ -10,10 +10,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from querylens.config import Config
 from querylens.report.data import ReportData, load_report_data
 from querylens.report.figures import FigureOptions, RenderedFigure, render_figures
 from querylens.report.html import render_html
+from querylens.runtime.config import Config
 
 log = logging.getLogger("querylens")
 

@@ -8,12 +8,13 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_samples
-from sklearn.preprocessing import normalize
+
+from querylens.runtime.arrays import normalize_rows, stack_rows
 
 
 def reduce_sample(embeddings: pd.DataFrame, n_components: int, seed: int) -> np.ndarray:
     """L2-normalise the sampled embeddings and project them on `n_components` PCA axes."""
-    vectors = normalize(np.vstack(embeddings["embedding"].to_numpy()).astype(np.float64))
+    vectors = normalize_rows(stack_rows(embeddings["embedding"], np.float64))
     n = max(1, min(n_components, vectors.shape[0], vectors.shape[1]))
     return PCA(n_components=n, random_state=seed).fit_transform(vectors)
 

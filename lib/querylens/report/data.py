@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from querylens.tables import qualified, read_run_table, table_exists
+from querylens.runtime.arrays import to_pandas
+from querylens.runtime.tables import qualified, read_run_table, table_exists
 
 log = logging.getLogger("querylens")
 
@@ -89,10 +90,6 @@ def with_success_rates(clusters: pd.DataFrame | None,
     if "success_rate" not in clusters:
         return clusters.assign(success_rate=rates)
     return clusters.assign(success_rate=clusters["success_rate"].fillna(rates))
-
-
-def to_pandas(df: DataFrame) -> pd.DataFrame:
-    return cast(pd.DataFrame, df.toPandas())
 
 
 def sample_rows(df: DataFrame, n: int, seed: int, total: int | None = None) -> DataFrame:
@@ -293,8 +290,8 @@ def embedding_sample(
 
 def manifest_of(run: Any, status: str = "running") -> dict[str, Any]:
     """A decoded manifest for a `Run` still in progress (its `runs` row is not written yet)."""
-    from querylens.config import to_dict
-    from querylens.runs import versions
+    from querylens.runtime.config import to_dict
+    from querylens.runtime.runs import versions
 
     row = {
         "status": status, "started_at": run.started_at, "finished_at": None,

@@ -11,7 +11,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from scipy.stats import spearmanr
 
-from querylens.tables import table_exists
+from querylens.runtime.errors import DataError
+from querylens.runtime.tables import table_exists
 
 log = logging.getLogger("querylens")
 
@@ -27,7 +28,7 @@ def ground_truth(spark: SparkSession, database: str) -> DataFrame | None:
     raw = spark.table(f"{database}.{GROUND_TRUTH_TABLE}")
     missing = [c for c in ("query_key", "true_category", "p_success") if c not in raw.columns]
     if missing:
-        raise ValueError(f"{database}.{GROUND_TRUTH_TABLE} lacks column {missing[0]}")
+        raise DataError(f"{database}.{GROUND_TRUTH_TABLE} lacks column {missing[0]}")
     p = raw.groupBy("query_key").agg(F.avg("p_success").alias("true_p"))
     counted = raw.where(F.col("true_category").isNotNull()).groupBy(
         "query_key", "true_category").count()

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from querylens.config import SuccessConfig
+from querylens.runtime.config import SuccessConfig
+from querylens.runtime.errors import DataError
 
 log = logging.getLogger("querylens")
 
@@ -46,7 +47,7 @@ def require_columns(df: DataFrame, columns: tuple[str, ...], name: str) -> None:
     """Raise naming the first of `columns` missing from `df`."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{name} lacks column {missing[0]}; it has {', '.join(df.columns)}")
+        raise DataError(f"{name} lacks column {missing[0]}; it has {', '.join(df.columns)}")
 
 
 def rate(count: str, denominator: Column, capped: bool) -> Column:

@@ -27,7 +27,8 @@ from pyspark.sql.functions import pandas_udf
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
-from querylens.faults import maybe_fail
+from querylens.runtime.faults import maybe_fail
+from querylens.runtime.workers import ModelCache
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -354,15 +355,17 @@ def validation_split(X: np.ndarray, y: np.ndarray, fraction: float,
     return x_tr, y_tr, x_va, y_va
 
 
-MODELS: dict[str, SuccessMLP] = {}
+MODELS: ModelCache[str, SuccessMLP] = ModelCache(max_size=3)
 
 
 def worker_model(version: str, blob: bytes) -> SuccessMLP:
     """The model `version`, deserialised on first use in this Python worker."""
-    if version not in MODELS:
+
+    def load() -> SuccessMLP:
         torch.set_num_threads(1)
-        MODELS[version] = SuccessMLP.from_bytes(blob)
-    return MODELS[version]
+        return SuccessMLP.from_bytes(blob)
+
+    return MODELS.get(version, load)
 
 
 def features(embedding: pd.Series, extra: list[pd.Series]) -> np.ndarray:

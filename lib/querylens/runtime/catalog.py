@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from querylens.runtime.errors import ConfigError
+
 TABLE_FORMATS = ("parquet", "orc", "delta", "iceberg")
 
 CATALOG_CONF: dict[str, dict[str, str]] = {
@@ -40,7 +42,7 @@ def catalog_conf(table_format: str) -> dict[str, str]:
     its catalog itself.
     """
     if table_format not in TABLE_FORMATS:
-        raise ValueError(f"table format must be one of {', '.join(TABLE_FORMATS)}, "
+        raise ConfigError(f"table format must be one of {', '.join(TABLE_FORMATS)}, "
                          f"got {table_format!r}")
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return {}

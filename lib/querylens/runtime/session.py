@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from querylens.catalog import catalog_conf, path_or_uri
-from querylens.config import Config
+from querylens.runtime.catalog import catalog_conf, path_or_uri
+from querylens.runtime.config import Config
 
 
 def spark_conf(config: Config) -> dict[str, str]:

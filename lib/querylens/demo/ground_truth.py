@@ -8,9 +8,11 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens.config import Config
-from querylens.generate import generate_catalogue, generate_events
-from querylens.normalize import with_normalized_query
+from querylens.demo.generator import generate_catalogue, generate_events
+from querylens.ingest.normalize import with_normalized_query
+from querylens.runtime.config import Config
+from querylens.runtime.specs import TABLES
+from querylens.runtime.tables import conform, qualified
 
 log = logging.getLogger("querylens")
 
@@ -41,8 +43,9 @@ def write_demo_logs(spark: SparkSession, config: Config) -> None:
     catalogue = generate_catalogue(spark, gen.n_queries, gen.seed).cache()
     events = generate_events(spark, catalogue, gen.n_events, gen.seed, gen.start, gen.days)
     events.write.mode("overwrite").parquet(config.input.path)
-    name = f"{config.run.database}.{GROUND_TRUTH_TABLE}"
-    ground_truth(catalogue, config).write.mode("overwrite").format(
+    name = qualified(config.run.database, GROUND_TRUTH_TABLE)
+    truth = conform(ground_truth(catalogue, config), TABLES[GROUND_TRUTH_TABLE])
+    truth.write.mode("overwrite").format(
         config.run.table_format
     ).saveAsTable(name)
     log.info("wrote %d demo events to %s and ground truth to %s in %.1fs", gen.n_events,

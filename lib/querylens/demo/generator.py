@@ -15,7 +15,7 @@ import math
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens import vocab
+from querylens.demo import vocabulary as vocab
 
 KINDS: tuple[tuple[str, float], ...] = (
     ("brand_only", 0.10),

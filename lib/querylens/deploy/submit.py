@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from querylens.config import Config, ConfigError, load_config
+from querylens.runtime.config import Config, ConfigError, load_config
+from querylens.runtime.errors import SubmitError
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_ALIAS = "environment"
@@ -41,9 +42,6 @@ ENV_PYTHON = f"./{ENV_ALIAS}/bin/python"
 DEPLOY_MODES = ("client", "cluster")
 PACKAGE_EXCLUDES = ("querylens", "__editable__", "_querylens")
 
-
-class SubmitError(RuntimeError):
-    """A submit cannot go ahead; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
-from querylens.config import NormalizeConfig
+from querylens.runtime.config import NormalizeConfig
+from querylens.runtime.text import is_blank
 
 WHITESPACE = re.compile(r"\s+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
@@ -73,9 +74,8 @@ def with_normalized_query(
 ) -> DataFrame:
     """Add `query_norm` (null where the typed query is null or blank) and `query_key`."""
     typed = F.col("query")
-    blank = typed.isNull() | (F.trim(typed) == "")
     text = search_text(typed, [F.col(c).cast("string") for c in filter_columns])
-    normalized = F.when(~blank, normalize_column(text, config))
+    normalized = F.when(~is_blank(typed), normalize_column(text, config))
     return events.withColumn("query_norm", normalized).withColumn(
         "query_key", query_key(F.col("query_norm"))
     )

@@ -23,7 +23,7 @@ from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.sql import SparkSession
 
 if TYPE_CHECKING:
-    from querylens.runs import Run
+    from querylens.runtime.runs import Run
 
 log = logging.getLogger("querylens")
 

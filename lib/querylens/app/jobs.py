@@ -7,18 +7,18 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from querylens.config import Config
-from querylens.pipeline import STAGES, run_pipeline
-from querylens.runs import Run
-from querylens.session import build_session
+from querylens.app.pipeline import STAGES, run_pipeline
+from querylens.runtime.config import Config
+from querylens.runtime.errors import ConfigError
+from querylens.runtime.runs import Run
+from querylens.runtime.session import build_session
 
 log = logging.getLogger("querylens")
 
 
 def start_run(config: Config, args: argparse.Namespace) -> Run:
     """A run in a session built from `config`, with --run-id when given."""
-    spark = build_session(config)
-    return Run(spark, config, **({"run_id": args.run_id} if args.run_id else {}))
+    return Run.open(build_session(config), config, args.run_id)
 
 
 def pipeline_job(config: Config, args: argparse.Namespace) -> None:
@@ -31,10 +31,12 @@ def pipeline_job(config: Config, args: argparse.Namespace) -> None:
 def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
     def job(config: Config, args: argparse.Namespace) -> None:
         if stage != "ingest" and not args.run_id:
-            raise ValueError(f"the {stage} job needs --run-id of a run whose ingest has run")
+            raise ConfigError(f"the {stage} job needs --run-id of a run whose ingest has run")
         run = start_run(config, args)
         run_pipeline(run, [stage])
         log.info("run id: %s", run.run_id)
+        if stage == "report":
+            print(f"report: {Path(run.facts['report']['path']).resolve()}")
 
     job.__doc__ = f"Only the {stage} stage."
     return job
@@ -43,29 +45,20 @@ def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
 def score_job(config: Config, args: argparse.Namespace) -> None:
     """Assign new queries to a saved cluster model without refitting.
 
-    Without --run-id it ingests `input.*` (e.g. new days of logs) into a new run first;
-    with --run-id it scores that run's queries. The model is `cluster.score_version`
-    (default: the latest) under `cluster.model_dir`.
+    Without --run-id, or with the id of a run that has not ingested, it ingests `input.*`
+    (e.g. new days of logs) first; otherwise it scores that run's queries. The model is
+    `cluster.score_version` (default: the latest) under `cluster.model_dir`.
     """
     run = start_run(config, args)
-    run_pipeline(run, ["embed", "score"] if args.run_id else ["ingest", "embed", "score"])
+    run_pipeline(run, ["embed", "score"] if "ingest" in run.timings else
+                 ["ingest", "embed", "score"])
     log.info("run id: %s (scored with cluster model v%s)", run.run_id,
              run.facts["score"]["model_version"])
 
 
-def report_job(config: Config, args: argparse.Namespace) -> None:
-    """Rebuild the HTML report of --run-id from its tables alone (no stage reruns)."""
-    from querylens.report import build_report
-
-    if not args.run_id:
-        raise ValueError("the report job needs --run-id of the run to report on")
-    path = build_report(build_session(config), config, args.run_id)
-    print(f"report: {path.resolve()}")
-
-
 def generate_logs_job(config: Config, args: argparse.Namespace) -> None:
     """Write demo search logs and their ground truth."""
-    from querylens.demo import write_demo_logs
+    from querylens.demo.ground_truth import write_demo_logs
 
     write_demo_logs(build_session(config), config)
 
@@ -93,6 +86,5 @@ JOBS: dict[str, Callable[[Config, argparse.Namespace], None]] = {
     "pipeline": pipeline_job,
     "generate_logs": generate_logs_job,
     "score": score_job,
-    **{name: stage_job(name) for name in STAGES},
-    "report": report_job,
+    **{stage.name: stage_job(stage.name) for stage in STAGES if stage.name != "score"},
 }

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pyspark import SparkContext, TaskContext
 
+from querylens.runtime.errors import ConfigError
+
 PROPERTY = "querylens.fail_first_attempt"
 ENV = "QUERYLENS_FAIL_FIRST_ATTEMPT"
 LOG_ENV = "QUERYLENS_FAULT_LOG"
@@ -28,7 +30,7 @@ def arm(sc: SparkContext, points: list[str]) -> None:
     """Make tasks started from this driver thread fail at `points` (empty: disarm)."""
     unknown = sorted(set(points) - set(POINTS))
     if unknown:
-        raise ValueError(f"unknown fault point {unknown[0]!r}; choose from {', '.join(POINTS)}")
+        raise ConfigError(f"unknown fault point {unknown[0]!r}; choose from {', '.join(POINTS)}")
     sc.setLocalProperty(PROPERTY, ",".join(points) if points else None)  # type: ignore[arg-type]
 
 

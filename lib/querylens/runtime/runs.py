@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens.config import Config, ConfigError, to_dict
-from querylens.tables import qualified, read_run_table, table_exists, write_run_table
+from querylens.runtime.config import Config, ConfigError, to_dict
+from querylens.runtime.tables import qualified, read_run_table, table_exists, write_run_table
 
 log = logging.getLogger("querylens")
 
@@ -50,7 +50,11 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class Run:
-    """State of one pipeline run, recorded in the manifest when it ends."""
+    """State of one pipeline run, recorded in the `runs` manifest as each invocation ends.
+
+    `Run.open` continues a recorded run: its timings, counts and facts are read back from `runs`
+    and merged, so stages run in separate processes add up to one manifest row.
+    """
 
     spark: SparkSession
     config: Config
@@ -67,6 +71,26 @@ class Run:
                 f"got {self.run_id!r}"
             )
 
+    @classmethod
+    def open(cls, spark: SparkSession, config: Config, run_id: str | None = None) -> Run:
+        """A new run, or the recorded run `run_id` with its manifest read back from `runs`."""
+        run = cls(spark, config) if run_id is None else cls(spark, config, run_id)
+        recorded = run.recorded()
+        if recorded is not None:
+            run.started_at = recorded["started_at"] or run.started_at
+            run.timings = json.loads(recorded["timings_json"] or "{}")
+            run.counts = json.loads(recorded["counts_json"] or "{}")
+            run.facts = json.loads(recorded["facts_json"] or "{}")
+            log.info("[%s] continuing the recorded run (stages done: %s)", run.run_id,
+                     ", ".join(run.timings) or "none")
+        return run
+
+    def recorded(self) -> Any:
+        """This run's `runs` row, or None when it has none."""
+        if not table_exists(self.spark, self.database, TABLE):
+            return None
+        return read_run_table(self.spark, self.database, TABLE, self.run_id).first()
+
     @property
     def database(self) -> str:
         return self.config.run.database
@@ -81,29 +105,38 @@ class Run:
         self.timings[name] = round(seconds, 3)
         log.info("[%s] %s: done in %.1fs", self.run_id, name, seconds)
 
-    def write(self, table: str, df: Any) -> int:
-        """Write this run's rows of `table` and record the count."""
+    def read(self, table: str) -> DataFrame:
+        """This run's rows of `table`, without run_id."""
+        return read_run_table(self.spark, self.database, table, self.run_id).drop("run_id")
+
+    def has_rows(self, table: str) -> bool:
+        """Whether `table` exists and holds rows of this run."""
+        return table_exists(self.spark, self.database, table) and bool(
+            read_run_table(self.spark, self.database, table, self.run_id).limit(1).count())
+
+    def write(self, table: str, df: DataFrame) -> int:
+        """Write this run's rows of `table` (checked against its spec) and record the count."""
         rows = write_run_table(df, self.database, table, self.run_id, self.config.run.table_format)
         self.counts[table] = rows
         log.info("[%s] wrote %s rows to %s.%s", self.run_id, rows, self.database, table)
         return rows
 
-    def add_metrics(self, rows: list[tuple[str, str, str, float]]) -> int:
-        """Merge (model, split, metric, value) rows into this run's `model_metrics` and rewrite it.
+    def write_metrics(self, rows: list[tuple[str, str, str, float]]) -> int:
+        """The one writer of `model_metrics`: replace this run's rows of the models in `rows`.
 
-        Rows already written for this run (by any stage or job) are kept unless the same
-        (model, split, metric) is given again; a non-finite value is refused.
+        Rows of other models (written by other stages) are kept; a non-finite value is refused.
         """
-        merged: dict[tuple[str, str, str], float] = {}
+        models = {model for model, *_ in rows}
+        kept: dict[tuple[str, str, str], float] = {}
         if table_exists(self.spark, self.database, METRICS_TABLE):
-            existing = read_run_table(self.spark, self.database, METRICS_TABLE, self.run_id)
-            for r in existing.collect():
-                merged[(r["model"], r["split"], r["metric"])] = r["value"]
+            for r in self.read(METRICS_TABLE).collect():
+                if r["model"] not in models:
+                    kept[(r["model"], r["split"], r["metric"])] = r["value"]
         for model, split, metric, value in rows:
             if value is None or not math.isfinite(value):
                 raise ValueError(f"metric {model}/{split}/{metric} is {value}; leave it out")
-            merged[(model, split, metric)] = float(value)
-        records = [(*key, value) for key, value in sorted(merged.items())]
+            kept[(model, split, metric)] = float(value)
+        records = [(*key, value) for key, value in sorted(kept.items())]
         return self.write(METRICS_TABLE, self.spark.createDataFrame(records, METRICS_SCHEMA))
 
     def record(self, status: str) -> None:

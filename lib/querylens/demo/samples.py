@@ -1,10 +1,10 @@
-"""Realistic distinct fashion queries for tests and benchmarks, drawn from `querylens.vocab`."""
+"""Realistic distinct fashion queries for tests and benchmarks, from the demo vocabulary."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from querylens import vocab
+from querylens.demo import vocabulary as vocab
 
 TEMPLATES = (
     "{brand} {category}",

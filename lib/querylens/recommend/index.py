@@ -13,7 +13,9 @@ from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from sklearn.cluster import KMeans
 
-from querylens.config import RecommendConfig
+from querylens.runtime.arrays import normalize_rows, stack_rows
+from querylens.runtime.config import RecommendConfig
+from querylens.runtime.workers import map_batches_with
 
 log = logging.getLogger("querylens")
 
@@ -70,15 +72,9 @@ class RecommendIndex:
         return np.array(sorted(self.clusters), dtype=np.int64)
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 def stack(series: pd.Series) -> np.ndarray:
-    return normalize_rows(np.vstack(series.to_numpy())) if len(series) else np.empty((0, 0))
+    """A column of embeddings as one float32 matrix of unit rows."""
+    return normalize_rows(stack_rows(series))
 
 
 def top_n(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,15 +332,13 @@ def recommend_df(spark: SparkSession, failing: DataFrame, index: RecommendIndex,
                  config: RecommendConfig) -> tuple[DataFrame, Broadcast]:
     """Recommendations computed in `mapInPandas` against the broadcast index; the caller
     destroys the returned broadcast once the rows are written."""
-    shared = spark.sparkContext.broadcast(index)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        local = shared.value
+    def run(local: RecommendIndex, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield recommend_batch(batch, local, config)
 
     needed = ["query_key", "query", "cluster_id", "success", "p_success", "embedding"]
-    return failing.select(*needed).mapInPandas(run, SCHEMA), shared
+    return map_batches_with(failing.select(*needed), index, run, SCHEMA)
 
 
 def recall_at_n(q: np.ndarray, own: np.ndarray, index: RecommendIndex,

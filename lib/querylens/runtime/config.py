@@ -11,11 +11,9 @@ from typing import Any, Literal
 
 import yaml
 
+from querylens.runtime.errors import ConfigError
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names the key."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Callable
 
-from querylens.config import Config, ConfigError, load_config
+from querylens.runtime.config import Config, load_config
+from querylens.runtime.errors import QuerylensError
 
 
 def parse(job: str, argv: list[str]) -> tuple[Config, argparse.Namespace]:
@@ -28,7 +29,7 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `querylens` console script and of every file in jobs/."""
-    from querylens.jobs import JOBS
+    from querylens.app.jobs import JOBS
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in JOBS:
@@ -40,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_job(name: str, job: Callable[[Config, argparse.Namespace], None], argv: list[str]) -> int:
+    """Run one job: 0 on success, 2 with one line for a `QuerylensError`; anything else raises
+    with its full traceback."""
     setup_logging()
     try:
         config, args = parse(name, argv)
         job(config, args)
-    except (ConfigError, ValueError, RuntimeError) as exc:
+    except QuerylensError as exc:
         print(f"querylens {name}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0

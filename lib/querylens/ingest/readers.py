@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from querylens.config import InputConfig, NormalizeConfig
-from querylens.normalize import PII_PATTERNS, placeholder, with_normalized_query
+from querylens.runtime.config import InputConfig
+from querylens.runtime.errors import InputError
 
 COUNT_COLUMNS = ("clicks", "add_to_bags", "purchases")
 FLAGS = ("invalid_counts", "negative_counts", "invalid_timestamps", "future_timestamps")
@@ -23,22 +22,6 @@ SPARK_ERRORS = (PySparkException, Py4JJavaError)
 ATOMIC = (T.StringType, T.NumericType, T.BooleanType, T.DateType, T.TimestampType,
           T.TimestampNTZType, T.BinaryType)
 
-
-class InputError(ValueError):
-    """Search logs are missing, unreadable or lack a required column."""
-
-
-@dataclass(frozen=True)
-class IngestStats:
-    events: int
-    skipped_empty_queries: int
-    queries: int
-    redacted_searches: dict[str, int]
-    invalid_counts: int = 0
-    negative_counts: int = 0
-    invalid_timestamps: int = 0
-    future_timestamps: int = 0
-    malformed_lines: dict[str, int] = field(default_factory=dict)
 
 
 def read_events(
@@ -238,59 +221,6 @@ def require_path(path: str, key: str) -> None:
         raise InputError(f"{key} not found: {path}")
 
 
-def aggregate_queries(
-    events: DataFrame, filter_columns: list[str], config: NormalizeConfig
-) -> DataFrame:
-    """One row per normalised query with its counts; blank queries form the null-key row."""
-    normalized = with_normalized_query(events, filter_columns, config)
-    return normalized.groupBy("query_key").agg(
-        F.first("query_norm").alias("query"),
-        F.count(F.lit(1)).alias("n_searches"),
-        F.countDistinct("session_id").alias("n_sessions"),
-        *[F.sum(c).alias(c) for c in COUNT_COLUMNS],
-        F.sum((F.col("clicks") > 0).cast("long")).alias("searches_with_click"),
-        F.sum((F.col("add_to_bags") > 0).cast("long")).alias("searches_with_add_to_bag"),
-        F.sum((F.col("purchases") > 0).cast("long")).alias("searches_with_purchase"),
-        F.min("ts").alias("first_seen"),
-        F.max("ts").alias("last_seen"),
-        *[F.sum(c).alias(c) for c in FLAGS if c in events.columns],
-    )
-
-
-def ingest(
-    spark: SparkSession, input_config: InputConfig, normalize_config: NormalizeConfig
-) -> tuple[DataFrame, IngestStats]:
-    """Read events and return the cached `queries` DataFrame with counts for the manifest."""
-    malformed: dict[str, int] = {}
-    events = read_events(spark, input_config, malformed)
-    grouped = aggregate_queries(events, input_config.filter_columns, normalize_config).cache()
-    try:
-        totals = grouped.agg(
-            F.sum("n_searches").alias("events"),
-            F.sum(F.when(F.col("query_key").isNull(), F.col("n_searches"))).alias("skipped"),
-            F.count("query_key").alias("queries"),
-            *[F.sum(F.when(F.col("query").contains(placeholder(kind)), F.col("n_searches")))
-              .alias(kind) for kind in PII_PATTERNS],
-            *[F.sum(c).alias(c) for c in FLAGS],
-        ).first()
-    except SPARK_ERRORS as exc:
-        grouped.unpersist()
-        raise InputError(
-            f"cannot read input {describe(input_config)}: {spark_message(exc)}"
-            f"{suspect_files(input_config)}"
-        ) from exc
-    assert totals is not None
-    if not totals["events"]:
-        raise InputError(f"input has no search events: {describe(input_config)}")
-    if totals["queries"] == 0:
-        raise InputError(f"input has no non-empty queries: {describe(input_config)}")
-    redacted = {kind: totals[kind] or 0 for kind in PII_PATTERNS}
-    flags = {c: int(totals[c] or 0) for c in FLAGS}
-    stats = IngestStats(totals["events"], totals["skipped"] or 0, totals["queries"], redacted,
-                        malformed_lines=malformed, **flags)
-    return grouped.where(F.col("query_key").isNotNull()).drop(*FLAGS), stats
-
-
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -325,10 +255,6 @@ def describe(config: InputConfig) -> str:
     if config.format == "ubi":
         return f"UBI {config.ubi_queries_path} + {config.ubi_events_path}"
     return f"{config.format} {config.path}"
-
-
-def first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 FILE_IN_MESSAGE = re.compile(r"(?:file:)?(/[^\s,;:'\"]+?\.(?:parquet|csv|json|orc)\b[^\s,;:'\"]*)")

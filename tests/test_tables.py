@@ -1,0 +1,74 @@
+"""The table contract: every table a run writes matches its spec, and README lists the specs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from querylens.runtime.errors import DataError
+from querylens.runtime.runs import Run
+from querylens.runtime.specs import SPECS, TABLES, reference_markdown
+from querylens.runtime.tables import conform
+
+ROOT = Path(__file__).parents[1]
+
+
+def catalog_columns(spark: SparkSession, database: str, table: str) -> list[tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString())
+            for f in spark.table(f"{database}.{table}").schema.fields]
+
+
+def test_every_table_a_full_run_writes_matches_its_spec(spark: SparkSession,
+                                                          demo_run: Run) -> None:
+    database = demo_run.database
+    written = {t.name for t in spark.catalog.listTables(database) if t.tableType != "VIEW"}
+    assert written == set(TABLES), "a table without a spec, or a spec no run writes"
+    for spec in SPECS:
+        expected = list(spec.columns) + ([("run_id", "string")] if spec.per_run else [])
+        assert catalog_columns(spark, database, spec.name) == expected, spec.name
+    for table, rows in demo_run.counts.items():
+        assert TABLES[table].per_run and rows == spark.table(f"{database}.{table}").where(
+            f"run_id = '{demo_run.run_id}'").count(), table
+
+
+def test_clusters_with_success_joins_the_success_stage_rates(spark: SparkSession,
+                                                             demo_run: Run) -> None:
+    db, run_id = demo_run.database, demo_run.run_id
+    view = spark.table(f"{db}.clusters_with_success").where(f"run_id = '{run_id}'").toPandas()
+    rates = spark.table(f"{db}.cluster_success").where(f"run_id = '{run_id}'").toPandas()
+    clusters = spark.table(f"{db}.clusters").where(f"run_id = '{run_id}'").toPandas()
+    assert "success_rate" not in clusters
+    assert sorted(view["cluster_id"]) == sorted(clusters["cluster_id"])
+    by_hand = rates.set_index("cluster_id")["success_rate"]
+    got = view.set_index("cluster_id")["success_rate"]
+    assert got.sort_index().equals(by_hand.reindex(got.index).sort_index())
+
+
+def test_readme_table_reference_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- tables:begin[^\n]*-->\n(.*?)<!-- tables:end -->", readme, re.S)
+    assert block is not None, "README lacks the tables:begin/end block"
+    assert block.group(1) == reference_markdown()
+    for spec in SPECS:
+        row = next(line for line in block.group(1).splitlines()
+                   if line.startswith(f"| `{spec.name}` |"))
+        listed = [c.split()[0] for c in row.split(" | ")[3].rstrip(" |").split(", ")]
+        assert listed[:len(spec.names)] == spec.names, spec.name
+
+
+def test_conform_names_missing_and_unexpected_columns(spark: SparkSession) -> None:
+    rows = spark.createDataFrame([("k", 1)], "query_key string, n_searches int")
+    with pytest.raises(DataError, match=r"table queries .* missing \['query', .*unexpected "
+                                        r"nothing"):
+        conform(rows, TABLES["queries"])
+    extra = spark.createDataFrame([(1, 0.5, 0.5, "x")], "component int, "
+                                  "explained_variance_ratio double, cumulative double, oops string")
+    with pytest.raises(DataError, match=r"unexpected \['oops'\]"):
+        conform(extra, TABLES["pca_variance"])
+    narrow = spark.createDataFrame([(1, 0.5, 0.5)], "component long, "
+                                   "explained_variance_ratio float, cumulative double")
+    assert conform(narrow, TABLES["pca_variance"]).dtypes == [
+        ("component", "int"), ("explained_variance_ratio", "double"), ("cumulative", "double")]
