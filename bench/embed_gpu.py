@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT / "lib"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-from querylens.embed.encoders import ClipTextEncoder, chunks, quiet_transformers  # noqa: E402
 from querylens.demo.samples import fashion_queries  # noqa: E402
+from querylens.embed.encoders import ClipTextEncoder, chunks, quiet_transformers  # noqa: E402
 from querylens.embed.tokens import fast_tokenizer, sorted_batches  # noqa: E402
 
 PEAK_TFLOPS = {  # dense tensor-core peaks; float32 without TF32 (torch's default for matmul)

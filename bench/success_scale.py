@@ -41,9 +41,9 @@ from querylens.recommend.index import (
     stack,
     target_clusters,
 )
+from querylens.runtime.arrays import with_matrix
 from querylens.runtime.config import load_config
 from querylens.success.model import SuccessMLP, score_column
-from querylens.runtime.arrays import with_matrix
 from querylens.success.stage import success_model
 
 SCHEMA = ("query_key string, query string, cluster_id int, support long, smoothed_score double, "
@@ -158,7 +158,7 @@ def main() -> None:
                              for _, g in cands.groupby("cluster_id")]))})
     rates = {c: 0.6 for c in range(args.clusters)}
     index = timed("index_build", lambda: build_index(cent, rates, cands, rcfg), times)
-    recs, shared = recommend_df(spark, failing, index, rcfg)
+    recs, shared = recommend_df(failing, index, rcfg)
     timed("recommend", lambda: recs.write.parquet(str(root / "recs")), times)
     shared.destroy()
     times["score_and_recommend_total"] = round(time.perf_counter() - start_total, 1)

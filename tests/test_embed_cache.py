@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from querylens.demo.samples import fashion_queries
 from querylens.embed.cache import TABLE, embed_queries
 from querylens.embed.encoders import ModelLoadError
-from querylens.demo.samples import fashion_queries
 from querylens.ingest.normalize import query_key
 from querylens.runtime.config import EmbedConfig
 from tests.embed_helpers import clip_reference, save_tiny_clip

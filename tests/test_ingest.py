@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from querylens.ingest.aggregate import ingest
 from querylens.ingest.normalize import normalize_text
 from querylens.runtime.config import Config, NormalizeConfig, load_config
 from querylens.runtime.errors import InputError
+from querylens.runtime.text import is_blank, is_blank_text
 
 FILTERS = ["filter_gender", "filter_brand", "filter_colour", "filter_material", "filter_category"]
 COLUMNS = ["query", "session_id", "ts", "clicks", "add_to_bags", "purchases", *FILTERS]
@@ -181,3 +183,11 @@ def test_redactions_are_counted(spark: SparkSession, config: Config, tmp_path: P
     assert stats.redacted_searches == {"email": 2, "card": 0, "phone": 1}
     texts = {r.query for r in queries.collect()}
     assert "bag for [email]" in texts and not any("@" in t for t in texts)
+
+
+def test_blank_column_agrees_with_python_isspace(spark: SparkSession) -> None:
+    texts = [None, "", " ", "\t\n", "\u3000", "\u00a0", "\x1c\x1f", "\u2028", "a", " a ", "\u200b"]
+    flags = spark.createDataFrame([(t,) for t in texts], "t string").select(
+        is_blank(F.col("t")).alias("blank")).collect()
+    assert [r.blank for r in flags] == [is_blank_text(t) for t in texts]
+    assert [r.blank for r in flags] == [True] * 8 + [False] * 3

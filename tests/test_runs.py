@@ -1,5 +1,8 @@
 """Durable runs and the stage registry: stages run one by one, in this process or in separate
-processes, add up to one `runs` row, and a stage without its inputs stops before Spark work."""
+processes, add up to one `runs` row, and a stage without its inputs stops before Spark work.
+
+The jobs run as scripts (as spark-submit runs them), each in its own process, and a new session
+reads their tables."""
 
 from __future__ import annotations
 
@@ -132,11 +135,6 @@ def test_the_registry_declares_what_every_stage_reads_and_writes() -> None:
         StageRegistry([STAGES["ingest"], STAGES["ingest"]])
 
 
-def write_events(spark: SparkSession, path: Path, seed: int, start: str) -> None:
-    catalogue = generate_catalogue(spark, 300, seed)
-    generate_events(spark, catalogue, N_EVENTS, seed, start, 3).write.parquet(str(path))
-
-
 READER = """
 import json, sys
 from querylens.runtime.config import load_config
@@ -159,10 +157,12 @@ print(json.dumps({"runs": runs, "views": views, "versions": versions}))
 def test_the_readme_stage_by_stage_workflow_in_separate_processes(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    write_events(spark, tmp_path / "day1", 11, "2026-10-01")
-    write_events(spark, tmp_path / "day2", 12, "2026-10-05")
+    catalogue = generate_catalogue(spark, 300, 12)
+    generate_events(spark, catalogue, N_EVENTS, 12, "2026-10-05", 3).write.parquet(
+        str(tmp_path / "day2"))
     sets = [f"run.warehouse_dir={tmp_path / 'wh'}", f"run.metastore_dir={tmp_path / 'ms'}",
-            f"run.output_dir={tmp_path / 'out'}", "cluster.n_clusters=4",
+            f"run.output_dir={tmp_path / 'out'}", f"generate.n_events={N_EVENTS}",
+            "generate.n_queries=300", f"input.path={tmp_path / 'day1'}", "cluster.n_clusters=4",
             "cluster.n_components=5", "cluster.sweep=false", "cluster.stability_seeds=[]",
             "success.max_epochs=5", "report.projection=pca", "spark.shuffle_partitions=2",
             "spark.conf={spark.ui.enabled: 'false'}"]
@@ -174,8 +174,9 @@ def test_the_readme_stage_by_stage_workflow_in_separate_processes(
         assert done.returncode == 0, (name, done.stderr[-4000:])
         return done
 
-    day1 = f"input.path={tmp_path / 'day1'}"
-    job("ingest", "--run-id", "stagewise", "--set", day1)
+    job("generate_logs")
+    assert "largest clusters:" in job("pipeline", "--run-id", "whole").stdout
+    job("ingest", "--run-id", "stagewise")
     for name in PIPELINE[1:]:
         job(name, "--run-id", "stagewise")
     job("score", "--run-id", "scored-day2", "--set", f"input.path={tmp_path / 'day2'}")
@@ -184,10 +185,15 @@ def test_the_readme_stage_by_stage_workflow_in_separate_processes(
     assert read.returncode == 0, read.stderr[-3000:]
     state = json.loads(read.stdout.strip().splitlines()[-1])
     runs, views = state["runs"], state["views"]
+    assert runs["whole"]["status"] == "completed"
+    assert set(runs["whole"]["timings"]) == set(PIPELINE)
     stagewise = runs["stagewise"]
     assert stagewise["status"] == "completed"
     assert set(stagewise["timings"]) == set(PIPELINE)
+    assert stagewise["facts"]["ingest"] == runs["whole"]["facts"]["ingest"]
     assert stagewise["facts"]["ingest"]["events"] == N_EVENTS
+    assert stagewise["facts"]["embed"]["embedded"] == 0
+    assert stagewise["facts"]["embed"]["reused"] == stagewise["facts"]["ingest"]["queries"]
     assert set(stagewise["facts"]) >= {"ingest", "embed", "cluster", "success", "recommend",
                                        "report"}
     scored = runs["scored-day2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -32,6 +33,28 @@ def test_every_table_a_full_run_writes_matches_its_spec(spark: SparkSession,
     for table, rows in demo_run.counts.items():
         assert TABLES[table].per_run and rows == spark.table(f"{database}.{table}").where(
             f"run_id = '{demo_run.run_id}'").count(), table
+
+
+def test_pipeline_writes_every_table(spark: SparkSession, demo_run: Run) -> None:
+    db, run_id = demo_run.database, demo_run.run_id
+    manifest = spark.sql(f"SELECT * FROM {db}.runs WHERE run_id = '{run_id}'").collect()
+    assert [r.status for r in manifest] == ["completed"]
+    counts = json.loads(manifest[0].counts_json)
+    facts = json.loads(manifest[0].facts_json)
+    n_queries = spark.sql(f"SELECT count(*) FROM {db}.queries WHERE run_id = '{run_id}'").first()[0]
+    assert counts["queries"] == n_queries == facts["ingest"]["queries"]
+    assert facts["ingest"]["events"] == 6000
+    assert facts["embed"]["embedded"] + facts["embed"]["reused"] == n_queries
+    assigned = spark.sql(
+        f"SELECT count(DISTINCT query_key), count(*), count(DISTINCT cluster_id) "
+        f"FROM {db}.cluster_assignments WHERE run_id = '{run_id}'"
+    ).first()
+    assert tuple(assigned) == (n_queries, n_queries, 6)
+    sizes = spark.sql(f"SELECT sum(size) FROM {db}.clusters WHERE run_id = '{run_id}'").first()[0]
+    assert sizes == n_queries
+    assert set(json.loads(manifest[0].timings_json)) == {
+        "ingest", "embed", "cluster", "success", "recommend", "report"}
+    assert Path(facts["report"]["path"]).is_file()
 
 
 def test_clusters_with_success_joins_the_success_stage_rates(spark: SparkSession,

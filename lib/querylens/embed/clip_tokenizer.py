@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,11 +100,19 @@ def fetch_clip_bpe(cache_dir: Path) -> Path:
 
 
 def clip_tokenizer_folder(cache_dir: Path | None = None) -> Path:
-    """A folder holding CLIP's real tokenizer, built once under `cache_dir`.
+    """A folder holding CLIP's real tokenizer, built once under `cache_dir` (built aside and
+    renamed into place, so concurrent test workers never read a half-written one).
 
     `cache_dir` defaults to `$QUERYLENS_CLIP_TOKENIZER` or `work/clip_tokenizer`.
     """
     folder = cache_dir or Path(os.environ.get("QUERYLENS_CLIP_TOKENIZER", DEFAULT_CACHE))
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return folder
-    return write_clip_tokenizer(folder, fetch_clip_bpe(folder))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    write_clip_tokenizer(staging, fetch_clip_bpe(staging))
+    try:
+        staging.rename(folder)
+    except OSError:
+        shutil.rmtree(staging)
+    return folder

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from sklearn.cluster import KMeans
 
 from querylens.runtime.arrays import normalize_rows, stack_rows
@@ -328,7 +328,7 @@ def rows_frame(batch: pd.DataFrame, q: np.ndarray, target: np.ndarray, hits: Hit
     return frame
 
 
-def recommend_df(spark: SparkSession, failing: DataFrame, index: RecommendIndex,
+def recommend_df(failing: DataFrame, index: RecommendIndex,
                  config: RecommendConfig) -> tuple[DataFrame, Broadcast]:
     """Recommendations computed in `mapInPandas` against the broadcast index; the caller
     destroys the returned broadcast once the rows are written."""

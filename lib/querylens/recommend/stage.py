@@ -64,7 +64,7 @@ def recommend_stage(run: Run) -> None:
                           float(failing.count()))])
         return
     with_emb = failing.join(embeddings, "query_key")
-    recs, shared = recommend_df(run.spark, with_emb, index, cfg)
+    recs, shared = recommend_df(with_emb, index, cfg)
     run.write("recommendations", recs)
     shared.destroy()
     written = run.read("recommendations")

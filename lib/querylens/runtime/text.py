@@ -6,8 +6,9 @@ from pyspark.sql import Column
 
 
 def is_blank(column: Column) -> Column:
-    """Null, empty or whitespace-only text (Unicode whitespace, Java regex `(?U)\\s`)."""
-    return column.isNull() | column.rlike(r"(?U)^\s*$")
+    """Null, empty or whitespace-only text, with Python's `str.isspace` meaning of whitespace
+    (Java's Unicode `\\s` plus the separators U+001C-U+001F)."""
+    return column.isNull() | column.rlike(r"(?U)^[\s\x1c-\x1f]*$")
 
 
 def is_blank_text(text: object) -> bool:
