@@ -22,10 +22,10 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_samples, silhouette_score
 
 from querylens.app.cli import main
-from querylens.app.pipeline import report_stage
 from querylens.report import build_report
 from querylens.report.data import with_success_rates
 from querylens.report.figures import FIGURES
+from querylens.report.stage import report_stage
 from querylens.runtime.config import Config, ReportConfig
 from querylens.runtime.runs import MANIFEST_SCHEMA, Run
 from querylens.runtime.tables import append_table, write_run_table
@@ -93,8 +93,7 @@ def synthetic_run(seed: int = 0) -> dict[str, pd.DataFrame]:
             "top_terms": [noun, "women", "new"], "label": f"{noun} · women",
             "central_queries": g.nsmallest(3, "distance")["query"].tolist(),
             "top_queries": g.nlargest(3, "n_searches")["query"].tolist(),
-            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0]),
-            "success_rate": float(g["success"].mean())})
+            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0])})
         success.append({"cluster_id": int(cid), "n_queries": len(g),
                         "success_rate": float(g["success"].mean())})
     ok = q[q["success"]]
@@ -129,8 +128,8 @@ def synthetic_run(seed: int = 0) -> dict[str, pd.DataFrame]:
         "cluster_success": pd.DataFrame(success),
         "success_labels": q[["query_key", "n_searches", "success", "low_support"]].rename(
             columns={"n_searches": "support"}).assign(
-                success_score=lambda d: d["success"].astype(float) * 0.6 + 0.1),
-        "success_predictions": q[["query_key", "p_success"]],
+                success_score=lambda d: d["success"].astype(float) * 0.6 + 0.1, split="test"),
+        "success_predictions": q[["query_key", "p_success"]].assign(split="test"),
         "model_metrics": pd.DataFrame(metrics, columns=["model", "split", "metric", "value"]),
         "success_calibration": pd.DataFrame(calibration),
         "recommendations": pd.DataFrame(recs),

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from querylens.runtime.config import Config
 from querylens.runtime.errors import DataError
 from querylens.runtime.runs import Run
 from querylens.runtime.specs import SPECS, TABLES, reference_markdown
-from querylens.runtime.tables import conform
+from querylens.runtime.tables import conform, read_run_table, write_run_table
+from tests.helpers import with_spec_columns
 
 ROOT = Path(__file__).parents[1]
 
@@ -95,3 +97,21 @@ def test_conform_names_missing_and_unexpected_columns(spark: SparkSession) -> No
                                    "explained_variance_ratio float, cumulative double")
     assert conform(narrow, TABLES["pca_variance"]).dtypes == [
         ("component", "int"), ("explained_variance_ratio", "double"), ("cumulative", "double")]
+
+
+def test_a_retired_column_of_an_older_table_is_written_null_and_not_read(
+    spark: SparkSession, config: Config
+) -> None:
+    db = config.run.database
+    old = with_spec_columns(spark.createDataFrame(
+        [(0, 5, 0.75, "old")], "cluster_id int, size long, success_rate double, run_id string"),
+        "clusters")
+    old.write.partitionBy("run_id").saveAsTable(f"{db}.clusters")
+    new = with_spec_columns(spark.createDataFrame([(1, 7)], "cluster_id int, size long"),
+                            "clusters")
+    assert write_run_table(new, db, "clusters", "new") == 1
+    stored = {r.run_id: r.success_rate for r in spark.table(f"{db}.clusters").collect()}
+    assert stored == {"old": 0.75, "new": None}
+    for run_id in ("old", "new"):
+        read = read_run_table(spark, db, "clusters", run_id)
+        assert read.columns == [*TABLES["clusters"].names, "run_id"]

@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 from querylens.runtime.config import Config, ConfigError, load_config
 from querylens.runtime.errors import SubmitError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ENV_ALIAS = "environment"
 ENV_PYTHON = f"./{ENV_ALIAS}/bin/python"
 DEPLOY_MODES = ("client", "cluster")

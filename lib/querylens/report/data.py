@@ -249,7 +249,8 @@ def evaluation_frame(
         notes.append("all labelled queries (the tables hold no split column)")
     cols = [F.col("success").cast("int").alias("success"), F.col("p_success").cast("double")]
     if assignments is not None and cluster_success is not None:
-        frame = frame.join(assignments.select("query_key", "cluster_id"), "query_key").join(
+        frame = frame.drop("cluster_id").join(
+            assignments.select("query_key", "cluster_id"), "query_key").join(
             cluster_success.select("cluster_id", F.col("success_rate").alias("cluster_rate")),
             "cluster_id")
         cols.append(F.col("cluster_rate").cast("double"))

@@ -87,5 +87,10 @@ def append_table(df: DataFrame, database: str, table: str, table_format: str = "
 
 
 def read_run_table(spark: SparkSession, database: str, table: str, run_id: str) -> DataFrame:
-    """This run's rows of `database.table`."""
-    return spark.table(qualified(database, table)).where(F.col("run_id") == run_id)
+    """This run's rows of `database.table`; for a table with a spec, only the spec's columns
+    (and run_id), so a retired column of older runs never reaches a reader."""
+    rows = spark.table(qualified(database, table)).where(F.col("run_id") == run_id)
+    spec = TABLES.get(table)
+    if spec is None:
+        return rows
+    return rows.select(*[c for c in [*spec.names, "run_id"] if c in rows.columns])
