@@ -14,8 +14,7 @@ def report_stage(run: Run) -> None:
     run.facts["report"] = {"path": str(path)}
 
 
-REPORT = Stage("report", report_stage,
-               uses=("queries", "query_embeddings", "cluster_assignments", "clusters",
-                     "cluster_sweep", "pca_variance", "success_labels", "cluster_success",
-                     "success_predictions", "success_calibration", "model_metrics", "recommendations",
-                     "demo_ground_truth"))
+REPORT = Stage("report", report_stage, uses=(
+    "queries", "query_embeddings", "cluster_assignments", "clusters", "cluster_sweep",
+    "pca_variance", "success_labels", "cluster_success", "success_predictions",
+    "success_calibration", "model_metrics", "recommendations", "demo_ground_truth"))
