@@ -175,7 +175,6 @@ def test_the_readme_stage_by_stage_workflow_in_separate_processes(
         return done
 
     job("generate_logs")
-    assert "largest clusters:" in job("pipeline", "--run-id", "whole").stdout
     job("ingest", "--run-id", "stagewise")
     for name in PIPELINE[1:]:
         job(name, "--run-id", "stagewise")
@@ -185,15 +184,12 @@ def test_the_readme_stage_by_stage_workflow_in_separate_processes(
     assert read.returncode == 0, read.stderr[-3000:]
     state = json.loads(read.stdout.strip().splitlines()[-1])
     runs, views = state["runs"], state["views"]
-    assert runs["whole"]["status"] == "completed"
-    assert set(runs["whole"]["timings"]) == set(PIPELINE)
     stagewise = runs["stagewise"]
     assert stagewise["status"] == "completed"
     assert set(stagewise["timings"]) == set(PIPELINE)
-    assert stagewise["facts"]["ingest"] == runs["whole"]["facts"]["ingest"]
     assert stagewise["facts"]["ingest"]["events"] == N_EVENTS
-    assert stagewise["facts"]["embed"]["embedded"] == 0
-    assert stagewise["facts"]["embed"]["reused"] == stagewise["facts"]["ingest"]["queries"]
+    assert stagewise["facts"]["embed"]["embedded"] == stagewise["facts"]["ingest"]["queries"]
+    assert "no demo_ground_truth" not in " ".join(stagewise["facts"]["recommend"]["notes"])
     assert set(stagewise["facts"]) >= {"ingest", "embed", "cluster", "success", "recommend",
                                        "report"}
     scored = runs["scored-day2"]
