@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from querylens.app.cli import main
+from querylens.app.cli import main, run_job
 from querylens.app.pipeline import STAGES, run_pipeline
 from querylens.demo.generator import generate_catalogue, generate_events
 from querylens.runtime.config import Config
@@ -115,12 +115,8 @@ def test_the_cli_names_the_missing_table_on_one_line(
                    f"ingest stage first (querylens ingest --run-id nothing-yet)"]
 
 
-def test_the_cli_keeps_the_traceback_of_an_unexpected_error(
-    spark: SparkSession, config: Config
-) -> None:
+def test_the_cli_keeps_the_traceback_of_an_unexpected_error() -> None:
     with pytest.raises(ZeroDivisionError):
-        from querylens.app.cli import run_job
-
         run_job("boom", lambda _config, _args: 1 / 0, [])
 
 
