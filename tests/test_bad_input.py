@@ -290,8 +290,8 @@ def test_nanosecond_parquet_timestamps(spark: SparkSession, tmp_path: Path) -> N
 
 def test_missing_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
     path = parquet(tmp_path / "e", events(["a"]).drop(columns="session_id"))
-    with pytest.raises(InputError, match=r"lacks mapped column session_id \(input.columns"):
-        run_ingest(spark, tmp_path, path)
+    with pytest.raises(InputError, match=r"lacks mapped column visit \(input.columns.session_id"):
+        run_ingest(spark, tmp_path, path, "input.columns.session_id=visit")
 
 
 def test_empty_csv_file(spark: SparkSession, tmp_path: Path) -> None:
@@ -362,7 +362,7 @@ def test_missing_input_table(spark: SparkSession, tmp_path: Path) -> None:
 
 
 def test_table_format_without_table(spark: SparkSession, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="input.table must name a table"):
+    with pytest.raises(ConfigError, match="input.table must be set when input.format is 'table'"):
         run_ingest(spark, tmp_path, tmp_path, "input.format=table")
 
 
@@ -397,7 +397,7 @@ def test_ubi_file_with_only_malformed_lines(spark: SparkSession, tmp_path: Path)
 
 def test_ubi_without_events_path(spark: SparkSession, tmp_path: Path) -> None:
     sets = ubi_files(tmp_path / "ubi", [json.dumps({"query_id": "q1"})])
-    with pytest.raises(InputError, match="input.ubi_events_path must be set"):
+    with pytest.raises(ConfigError, match="input.ubi_events_path must be set"):
         run_ingest(spark, tmp_path, tmp_path, *sets[:2])
 
 

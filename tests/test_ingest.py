@@ -130,8 +130,9 @@ def test_ubi_ndjson_with_bulk_layout(spark: SparkSession, config: Config, tmp_pa
 def test_missing_mapped_column_is_named(spark: SparkSession, config: Config,
                                         tmp_path: Path) -> None:
     events_df(spark).drop("clicks").write.parquet(str(tmp_path / "events"))
-    cfg = config_for(config, format="parquet", path=tmp_path / "events")
-    with pytest.raises(InputError, match=r"clicks \(input.columns.clicks\)"):
+    cfg = config_for(config, format="parquet", path=tmp_path / "events",
+                     **{"columns.clicks": "n_clicks"})
+    with pytest.raises(InputError, match=r"n_clicks \(input.columns.clicks\)"):
         ingest(spark, cfg.input, cfg.normalize)
 
 

@@ -39,7 +39,7 @@ def run_pipeline(run: Run, names: list[str] | None = None,
     try:
         for stage in stages:
             with run.stage(stage.name), record_stage_tasks(run, stage.name):
-                stage.run(run)
+                stage.execute(run)
     except BaseException as exc:
         log.error("[%s] run failed: %s", run.run_id, first_line(exc))
         run.record("failed")

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from querylens.ingest.fragments import fold_typing_fragments
 from querylens.ingest.normalize import PII_PATTERNS, placeholder, with_normalized_query
 from querylens.ingest.readers import (
     COUNT_COLUMNS,
     FLAGS,
     SPARK_ERRORS,
     describe,
-    read_events,
+    read_raw,
     spark_message,
+    standardize,
     suspect_files,
 )
+from querylens.ingest.ubi import read_ubi
 from querylens.runtime.config import InputConfig, NormalizeConfig
 from querylens.runtime.errors import InputError
+
+log = logging.getLogger("querylens")
 
 
 @dataclass(frozen=True)
 class IngestStats:
+    """What ingest read, kept and dropped; `ledger` reconciles the search rows read (`read` =
+    `kept` + each reason for dropping), `ubi["events"]` the UBI events read."""
+
     events: int
     skipped_empty_queries: int
     queries: int
@@ -32,25 +42,56 @@ class IngestStats:
     invalid_timestamps: int = 0
     future_timestamps: int = 0
     malformed_lines: dict[str, int] = field(default_factory=dict)
+    typing_fragments: int = 0
+    ledger: dict[str, int] = field(default_factory=dict)
+    ubi: dict[str, Any] = field(default_factory=dict)
+    interactions: bool = True
+    bad_row_samples: list[str] = field(default_factory=list)
 
 
-def aggregate_queries(
-    events: DataFrame, filter_columns: list[str], config: NormalizeConfig
+def read_events(
+    spark: SparkSession, config: InputConfig, malformed: dict[str, int], facts: dict[str, Any]
 ) -> DataFrame:
-    """One row per normalised query with its counts; blank queries form the null-key row."""
-    normalized = with_normalized_query(events, filter_columns, config)
-    return normalized.groupBy("query_key").agg(
+    """Search events with standard columns (see `with_flags`). Malformed lines are dropped and
+    counted into `malformed` by config key; the UBI reader records its counts in `facts`."""
+    if config.format == "ubi":
+        return read_ubi(spark, config, malformed, facts)
+    samples = facts.setdefault("malformed_samples", [])
+    return standardize(read_raw(spark, config, malformed, samples), config, facts)
+
+
+def aggregate_queries(events: DataFrame, config: InputConfig, normalize: NormalizeConfig
+                      ) -> DataFrame:
+    """One row per normalised query with its counts, typing fragments folded into the searches
+    they complete; blank queries form the null-key row. `rows`, `fragments` and
+    `attributed_events` are per-key tallies for the ledger."""
+    normalized = with_normalized_query(events, config.filter_columns, normalize)
+    folded = fold_typing_fragments(normalized, config.typing_fragment_seconds)
+    searches = F.col("searches")
+
+    def searches_with(count: str) -> Column:
+        return F.sum(F.when(F.col(count) > 0, F.least(searches, F.col(count))).otherwise(0))
+
+    return folded.groupBy("query_key").agg(
         F.first("query_norm").alias("query"),
-        F.count(F.lit(1)).alias("n_searches"),
+        F.sum(searches).alias("n_searches"),
         F.countDistinct("session_id").alias("n_sessions"),
         *[F.sum(c).alias(c) for c in COUNT_COLUMNS],
-        F.sum((F.col("clicks") > 0).cast("long")).alias("searches_with_click"),
-        F.sum((F.col("add_to_bags") > 0).cast("long")).alias("searches_with_add_to_bag"),
-        F.sum((F.col("purchases") > 0).cast("long")).alias("searches_with_purchase"),
+        searches_with("clicks").alias("searches_with_click"),
+        searches_with("add_to_bags").alias("searches_with_add_to_bag"),
+        searches_with("purchases").alias("searches_with_purchase"),
         F.min("ts").alias("first_seen"),
         F.max("ts").alias("last_seen"),
-        *[F.sum(c).alias(c) for c in FLAGS if c in events.columns],
+        F.sum("impressions").alias("impressions"),
+        (F.sum("click_position_sum") / F.sum("positioned_clicks")).alias("mean_click_position"),
+        *[F.sum(c).alias(c) for c in FLAGS],
+        F.count("*").alias("rows"),
+        F.sum(F.col("fragment").cast("long")).alias("fragments"),
+        F.sum("attributed_events").alias("attributed_events"),
     )
+
+
+TALLIES = (*FLAGS, "rows", "fragments", "attributed_events")
 
 
 def ingest(
@@ -58,12 +99,17 @@ def ingest(
 ) -> tuple[DataFrame, IngestStats]:
     """Read events and return the cached `queries` DataFrame with counts for the manifest."""
     malformed: dict[str, int] = {}
-    events = read_events(spark, input_config, malformed)
-    grouped = aggregate_queries(events, input_config.filter_columns, normalize_config).cache()
+    facts: dict[str, Any] = {}
+    events = read_events(spark, input_config, malformed, facts)
+    grouped = aggregate_queries(events, input_config, normalize_config).cache()
+    blank = F.col("query_key").isNull()
     try:
         totals = grouped.agg(
-            F.sum("n_searches").alias("events"),
-            F.sum(F.when(F.col("query_key").isNull(), F.col("n_searches"))).alias("skipped"),
+            F.sum("rows").alias("rows"),
+            F.sum(F.when(blank, F.col("rows"))).alias("blank"),
+            F.sum(F.when(blank, F.col("attributed_events"))).alias("blank_events"),
+            F.sum("fragments").alias("fragments"),
+            F.sum(F.when(~blank, F.col("attributed_events"))).alias("attributed"),
             F.count("query_key").alias("queries"),
             *[F.sum(F.when(F.col("query").contains(placeholder(kind)), F.col("n_searches")))
               .alias(kind) for kind in PII_PATTERNS],
@@ -76,12 +122,69 @@ def ingest(
             f"{suspect_files(input_config)}"
         ) from exc
     assert totals is not None
-    if not totals["events"]:
+    if not totals["rows"]:
         raise InputError(f"input has no search events: {describe(input_config)}")
     if totals["queries"] == 0:
         raise InputError(f"input has no non-empty queries: {describe(input_config)}")
-    redacted = {kind: totals[kind] or 0 for kind in PII_PATTERNS}
-    flags = {c: int(totals[c] or 0) for c in FLAGS}
-    stats = IngestStats(totals["events"], totals["skipped"] or 0, totals["queries"], redacted,
-                        malformed_lines=malformed, **flags)
-    return grouped.where(F.col("query_key").isNotNull()).drop(*FLAGS), stats
+    counts = {c: int(totals[c] or 0) for c in ("rows", "blank", "blank_events", "fragments",
+                                               "attributed")}
+    stats = IngestStats(
+        counts["rows"], counts["blank"], totals["queries"],
+        {kind: totals[kind] or 0 for kind in PII_PATTERNS},
+        malformed_lines=malformed,
+        typing_fragments=counts["fragments"],
+        ledger=search_ledger(input_config, counts, malformed, facts),
+        ubi=with_event_ledger(facts.get("ubi", {}), counts, malformed),
+        interactions=facts.get("interactions", True),
+        bad_row_samples=facts.get("malformed_samples", []),
+        **{c: int(totals[c] or 0) for c in FLAGS},
+    )
+    for line in ledger_lines(stats):
+        log.info("%s", line)
+    return grouped.where(F.col("query_key").isNotNull()).drop(*TALLIES), stats
+
+
+def search_ledger(config: InputConfig, counts: dict[str, int], malformed: dict[str, int],
+                  facts: dict[str, Any]) -> dict[str, int]:
+    """Search rows (UBI: query documents) read = kept + bad rows + duplicates merged + filtered
+    application + blank query + typing fragment."""
+    ubi = facts.get("ubi", {})
+    drops = {
+        "bad_rows": malformed.get("input.ubi_queries_path" if config.format == "ubi"
+                                  else "input.path", 0),
+        "duplicate_query_documents": ubi.get("duplicate_query_documents", 0),
+        "filtered_application": ubi.get("filtered_application", 0),
+        "blank_query": counts["blank"],
+        "typing_fragment": counts["fragments"],
+    }
+    kept = counts["rows"] - counts["blank"] - counts["fragments"]
+    return {"read": kept + sum(drops.values()), "kept": kept, **drops}
+
+
+def with_event_ledger(ubi: dict[str, Any], counts: dict[str, int], malformed: dict[str, int]
+                      ) -> dict[str, Any]:
+    """The UBI facts with the event ledger completed: events read (bad lines included) =
+    attributed to kept searches + bad rows + null or unknown query_id + filtered application +
+    of blank searches."""
+    if not ubi:
+        return {}
+    events = dict(ubi["events"])
+    parsed = events.pop("read")
+    events.pop("of_searches")
+    bad = malformed.get("input.ubi_events_path", 0)
+    ledger = {"read": parsed + bad, "attributed": counts["attributed"], "bad_rows": bad,
+              **events, "blank_query": counts["blank_events"]}
+    return {**ubi, "events": ledger}
+
+
+def ledger_lines(stats: IngestStats) -> list[str]:
+    """The ledgers as log lines: 'ingest: 120 search rows read = 100 kept + 20 blank_query'."""
+    lines = [ledger_line("search rows" if not stats.ubi else "UBI query documents", stats.ledger)]
+    if stats.ubi:
+        lines.append(ledger_line("UBI events", stats.ubi["events"]))
+    return lines
+
+
+def ledger_line(what: str, ledger: dict[str, int]) -> str:
+    parts = [f"{n:,} {reason}" for reason, n in ledger.items() if reason != "read" and n]
+    return f"ingest: {ledger['read']:,} {what} read = {' + '.join(parts) or '0'}"

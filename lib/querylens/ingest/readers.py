@@ -1,44 +1,40 @@
-"""Read search logs (CSV, Parquet, a catalog table or UBI NDJSON) and aggregate to queries."""
+"""Read tabular search logs (CSV, Parquet, a catalog table) as standard search events."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import operator
 import re
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from querylens.runtime.config import InputConfig
+from querylens.runtime.config import ColumnsConfig, InputConfig
 from querylens.runtime.errors import InputError
 
 COUNT_COLUMNS = ("clicks", "add_to_bags", "purchases")
+EXPOSURE_COLUMNS = {"impressions": "bigint", "positioned_clicks": "bigint",
+                    "click_position_sum": "double"}
 FLAGS = ("invalid_counts", "negative_counts", "invalid_timestamps", "future_timestamps")
 SPARK_ERRORS = (PySparkException, Py4JJavaError)
 ATOMIC = (T.StringType, T.NumericType, T.BooleanType, T.DateType, T.TimestampType,
           T.TimestampNTZType, T.BinaryType)
 
+log = logging.getLogger("querylens")
 
 
-def read_events(
-    spark: SparkSession, config: InputConfig, malformed: dict[str, int] | None = None
+def read_raw(
+    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str]
 ) -> DataFrame:
-    """Search events with standard columns: query, session_id, ts, counts, filters and the
-    per-event data-quality flags in `FLAGS` (1 where a value was invalid and replaced).
-
-    Malformed UBI lines are dropped and counted into `malformed` by file key.
-    """
-    if config.format == "ubi":
-        return read_ubi(spark, config, {} if malformed is None else malformed)
-    raw = read_raw(spark, config)
-    return standardize(raw, config)
-
-
-def read_raw(spark: SparkSession, config: InputConfig) -> DataFrame:
+    """The input's rows as Spark reads them. CSV rows that do not parse are dropped, counted
+    into `malformed["input.path"]` and the first `MALFORMED_SAMPLES` kept in `samples`."""
     try:
         if config.format == "table":
             if not config.table:
@@ -48,8 +44,7 @@ def read_raw(spark: SparkSession, config: InputConfig) -> DataFrame:
             return spark.table(config.table)
         require_path(config.path, "input.path")
         if config.format == "csv":
-            raw = spark.read.csv(config.path, header=True, inferSchema=False, multiLine=False,
-                                 encoding="UTF-8")
+            raw = read_csv(spark, config, malformed, samples)
         else:
             raw = spark.read.parquet(config.path)
     except SPARK_ERRORS as exc:
@@ -60,59 +55,164 @@ def read_raw(spark: SparkSession, config: InputConfig) -> DataFrame:
     return raw
 
 
-def standardize(raw: DataFrame, config: InputConfig) -> DataFrame:
-    """Rename mapped columns to the standard names; fail naming any that are missing."""
-    mapping = {
-        "query": config.columns.query,
-        "session_id": config.columns.session_id,
-        "ts": config.columns.timestamp,
-        "clicks": config.columns.clicks,
-        "add_to_bags": config.columns.add_to_bags,
-        "purchases": config.columns.purchases,
-    }
+BAD_ROW = "_querylens_bad_row"
+MALFORMED_SAMPLES = 5
+CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
+
+
+def read_csv(
+    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str]
+) -> DataFrame:
+    """Every column as text under the header's names (`input.options` over RFC 4180 defaults);
+    rows with the wrong number of fields or an unclosed quote are counted and dropped.
+
+    Spark flags such rows only when it parses every column, so the parsed rows are cached
+    when the session prunes CSV columns (`runtime.session` turns that off)."""
+    options = config.csv_options()
+    columns = spark.read.options(**options).csv(config.path).columns
+    if not columns:
+        return spark.createDataFrame([], T.StructType([]))
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in [*columns, BAD_ROW]])
+    parsed = (spark.read.options(**options).schema(schema)
+              .options(mode="PERMISSIVE", columnNameOfCorruptRecord=BAD_ROW).csv(config.path))
+    if str(spark.conf.get(CSV_PRUNING, "true")).lower() != "false":
+        parsed = parsed.cache()
+    bad = parsed.agg(F.count(BAD_ROW).alias("bad"), F.count(quoted(columns[0]))).first()
+    if bad is not None and bad["bad"]:
+        malformed["input.path"] = malformed.get("input.path", 0) + bad["bad"]
+        rows = (parsed.where(F.col(BAD_ROW).isNotNull()).select(BAD_ROW, quoted(columns[0]))
+                .limit(MALFORMED_SAMPLES).collect())
+        samples += [shorten(r[BAD_ROW]) for r in rows]
+        log.warning("input.path %s: dropped %d rows that do not parse as CSV with %d fields "
+                    "(wrong number of fields or an unclosed quote), e.g. %s", config.path,
+                    bad["bad"], len(columns), "; ".join(repr(s) for s in samples))
+    return parsed.where(F.col(BAD_ROW).isNull()).drop(BAD_ROW)
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+STANDARD_NAMES = {"timestamp": "ts", "count": "searches"}
+ABSENT = {"session_id": (None, "string"), "timestamp": (None, "timestamp"),
+          "clicks": (0, "bigint"), "add_to_bags": (0, "bigint"), "purchases": (0, "bigint"),
+          "count": (1, "bigint")}
+
+
+def standardize(raw: DataFrame, config: InputConfig, facts: dict[str, Any]) -> DataFrame:
+    """Rename the `input.columns` to the standard names. Only the query column is required:
+    a column left at its default name and not in the input is null (session_id, timestamp),
+    0 (counts) or 1 (`count`, the row's weight, read as `searches`); a column mapped to another
+    name must be present. `facts["interactions"]` says whether any count column is present."""
+    mapping = dataclasses.asdict(config.columns)
+    defaults = dataclasses.asdict(ColumnsConfig())
     require_unique_columns(raw.columns)
-    available = set(raw.columns)
-    missing = [f"{source} (input.columns.{target})" for target, source in mapping.items()
-               if source not in available]
-    if missing:
-        raise InputError(
-            f"input lacks mapped column {missing[0]}; columns present: {', '.join(raw.columns)}"
-        )
-    types = dict(raw.dtypes)
     fields = {f.name: f.dataType for f in raw.schema.fields}
-    for target, source in mapping.items():
-        if not isinstance(fields[source], ATOMIC):
+    missing = [key for key, source in mapping.items() if source not in fields]
+    required = [key for key in missing if key not in ABSENT or mapping[key] != defaults[key]]
+    if required:
+        raise InputError(
+            f"input lacks mapped column {mapping[required[0]]} (input.columns.{required[0]}); "
+            f"columns present: {', '.join(raw.columns)}{separator_hint(raw.columns)}")
+    note_absent(missing, facts)
+    for key, source in mapping.items():
+        if source in fields and not isinstance(fields[source], ATOMIC):
             raise InputError(
-                f"input column {source!r} (input.columns.{target}) has type {types[source]}; "
-                "expected text, a number or a timestamp"
-            )
-    selected = [F.col(quoted(source)).alias(target) for target, source in mapping.items()]
-    if isinstance(fields[mapping["ts"]], T.NumericType):
-        selected[2] = F.timestamp_seconds(F.col(quoted(mapping["ts"]))).alias("ts")
+                f"input column {source!r} (input.columns.{key}) has type "
+                f"{fields[source].simpleString()}; expected text, a number or a timestamp")
+    selected = [standard_column(key, source, fields) for key, source in mapping.items()]
     filters = [filter_text(raw, c).alias(c) for c in config.filter_columns]
     events = raw.select(*selected, *filters)
     return with_flags(events.select(
         F.col("query").cast("string").alias("query"),
         F.col("session_id").cast("string").alias("session_id"),
         "ts",
+        "searches",
         *COUNT_COLUMNS,
         *config.filter_columns,
     ), config.filter_columns)
 
 
+def note_absent(keys: list[str], facts: dict[str, Any]) -> None:
+    """Record and log which standard columns the input lacks."""
+    facts["interactions"] = not set(COUNT_COLUMNS) <= set(keys)
+    if keys:
+        log.info("input has no column for %s: read as null (session_id, timestamp), 0 (counts) "
+                 "or 1 (count)", ", ".join(f"input.columns.{k}" for k in keys))
+    if not facts["interactions"]:
+        log.warning("input has no interaction columns (%s): queries are counted and clustered; "
+                    "the success and recommend stages will be skipped", ", ".join(COUNT_COLUMNS))
+
+
+def standard_column(key: str, source: str, fields: dict[str, T.DataType]) -> Column:
+    """Input column `source` (config key `key`) under its standard name, or its `ABSENT`
+    value when the input lacks it; numeric timestamps are epoch seconds or milliseconds."""
+    name = STANDARD_NAMES.get(key, key)
+    if source not in fields:
+        value, kind = ABSENT[key]
+        return F.lit(value).cast(kind).alias(name)
+    if key == "timestamp" and isinstance(fields[source], T.NumericType):
+        return epoch_timestamp(F.col(quoted(source))).alias(name)
+    return F.col(quoted(source)).alias(name)
+
+
+def separator_hint(columns: list[str]) -> str:
+    """A hint to set `input.options.sep` when the header was read as one field holding a tab or
+    a semicolon, else ''."""
+    if len(columns) != 1:
+        return ""
+    for sep, shown in (("\t", "\\t"), (";", ";")):
+        if sep in columns[0]:
+            return (f" (the header was read as one field holding '{shown}': set "
+                    f"input.options.sep, e.g. --set 'input.options.sep={shown}')")
+    return ""
+
+
+EPOCH_MILLIS_FROM = 1e11
+
+
+def epoch_timestamp(number: Column) -> Column:
+    """Epoch seconds, or milliseconds for numbers from 1e11 on (1973-03 in milliseconds, the
+    year 5138 in seconds), as a timestamp."""
+    return F.when(number >= EPOCH_MILLIS_FROM, F.timestamp_millis(number.cast("long"))) \
+        .otherwise(F.timestamp_seconds(number))
+
+
+def parse_timestamp(text: Column) -> Column:
+    """A timestamp from ISO-8601 text (with `Z`, `+00:00` or `+0000` offsets, or none: the
+    session time zone) or from epoch seconds or milliseconds; null where none of these reads
+    it."""
+    epoch = epoch_timestamp(text.try_cast("double"))
+    return F.when(text.rlike(r"^\s*\d+(\.\d+)?\s*$"), epoch).otherwise(text.try_cast("timestamp"))
+
+
 def with_flags(events: DataFrame, filter_columns: list[str]) -> DataFrame:
-    """Counts as non-negative longs and `ts` as a timestamp; invalid values become 0 or null
-    and are flagged in the `FLAGS` columns."""
+    """Standard search events: `searches` (the weight of the row, default 1), counts as
+    non-negative longs, the `EXPOSURE_COLUMNS` (null where the source has none) and `ts` as a
+    timestamp; invalid values become 0 or null and are flagged in the `FLAGS` columns.
+    `actor` is who typed the search (whose typing fragments are folded; default the session)
+    and `attributed_events` how many logged UBI events the search holds (default 0)."""
     parsed = {c: F.col(c).try_cast("long") for c in COUNT_COLUMNS}
-    ts = F.col("ts").try_cast("timestamp")
+    ts = parse_timestamp(F.col("ts")) if dict(events.dtypes)["ts"] == "string" \
+        else F.col("ts").try_cast("timestamp")
     invalid = reduce(operator.add, [(F.col(c).isNotNull() & parsed[c].isNull()).cast("int")
                                     for c in COUNT_COLUMNS])
     negative = reduce(operator.add, [F.coalesce((parsed[c] < 0).cast("int"), F.lit(0))
                                      for c in COUNT_COLUMNS])
+    present = set(events.columns)
+    searches = F.col("searches").try_cast("long") if "searches" in present else F.lit(1)
+    exposure = [(F.col(c) if c in present else F.lit(None)).cast(kind).alias(c)
+                for c, kind in EXPOSURE_COLUMNS.items()]
+    actor = F.col("actor") if "actor" in present else F.col("session_id")
+    attributed = F.col("attributed_events") if "attributed_events" in present else F.lit(0)
     return events.select(
         "query", "session_id",
         ts.alias("ts"),
+        F.greatest(F.coalesce(searches, F.lit(1)), F.lit(0)).cast("long").alias("searches"),
         *[F.greatest(F.coalesce(parsed[c], F.lit(0)), F.lit(0)).alias(c) for c in COUNT_COLUMNS],
+        *exposure,
+        actor.cast("string").alias("actor"),
+        attributed.cast("long").alias("attributed_events"),
         *filter_columns,
         invalid.alias("invalid_counts"),
         negative.alias("negative_counts"),
@@ -152,68 +252,6 @@ def require_unique_columns(columns: list[str]) -> None:
                 f"input has duplicated column {match.group(1)!r} (Spark renamed the copies "
                 f"{name!r}, {match.group(1) + '1'!r}, ...)"
             )
-
-
-def read_ubi(spark: SparkSession, config: InputConfig, malformed: dict[str, int]) -> DataFrame:
-    """Join UBI `ubi_queries` with counted `ubi_events` into standard search events."""
-    queries = read_ndjson(spark, config.ubi_queries_path, "input.ubi_queries_path", malformed)
-    events = read_ndjson(spark, config.ubi_events_path, "input.ubi_events_path", malformed)
-    for name, df, needed in [
-        ("ubi_queries", queries, ["query_id", "user_query", "timestamp"]),
-        ("ubi_events", events, ["query_id", "action_name"]),
-    ]:
-        absent = [c for c in needed if c not in df.columns]
-        if absent:
-            raise InputError(f"{name} documents lack field {absent[0]} "
-                             f"({sum(malformed.values())} malformed lines dropped)")
-
-    def counted(actions: list[str]) -> F.Column:
-        return F.sum(F.col("action_name").isin(actions).cast("long"))
-
-    per_query = events.groupBy("query_id").agg(
-        counted(config.ubi_click_actions).alias("clicks"),
-        counted(config.ubi_add_to_bag_actions).alias("add_to_bags"),
-        counted(config.ubi_purchase_actions).alias("purchases"),
-    )
-    session = [F.col(c) for c in ("session_id", "client_id") if c in queries.columns]
-    joined = queries.join(per_query, "query_id", "left")
-    return with_flags(joined.select(
-        F.col("user_query").cast("string").alias("query"),
-        (F.coalesce(*session) if session else F.lit(None)).cast("string").alias("session_id"),
-        F.col("timestamp").alias("ts"),
-        *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in COUNT_COLUMNS],
-        *[F.lit(None).cast("string").alias(c) for c in config.filter_columns],
-    ), config.filter_columns)
-
-
-CORRUPT = "_corrupt_record"
-
-
-def read_ndjson(
-    spark: SparkSession, path: str | None, key: str, malformed: dict[str, int]
-) -> DataFrame:
-    """NDJSON documents, dropping bulk-API action lines such as {"index": {...}} and malformed
-    lines (counted into `malformed[key]`)."""
-    if not path:
-        raise InputError(f"{key} must be set when input.format is 'ubi'")
-    require_path(path, key)
-    try:
-        df = spark.read.json(path, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
-        if df.columns == [CORRUPT]:
-            lines = spark.read.text(path).where(F.trim("value") != "").count()
-            raise InputError(f"{key} {path} has no valid JSON line ({lines} malformed)")
-        if CORRUPT in df.columns:
-            df = df.cache()
-            malformed[key] = df.where(F.col(CORRUPT).isNotNull()).count()
-            df = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT)
-    except SPARK_ERRORS as exc:
-        raise InputError(f"cannot read {key} {path}: {spark_message(exc)}") from exc
-    if not df.columns:
-        raise InputError(f"{key} {path} has no JSON documents (an empty file?)")
-    actions = [c for c in ("index", "create") if c in df.columns]
-    for action in actions:
-        df = df.where(F.col(action).isNull())
-    return df.drop(*actions)
 
 
 def require_path(path: str, key: str) -> None:

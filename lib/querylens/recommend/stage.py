@@ -17,7 +17,7 @@ from querylens.embed.stage import run_embeddings
 from querylens.recommend.index import SCHEMA, build_index, recall_at_n, recommend_df
 from querylens.runtime.arrays import normalize_rows, stack_rows, to_pandas
 from querylens.runtime.runs import Run
-from querylens.runtime.stages import Stage
+from querylens.runtime.stages import Stage, without_interactions
 from querylens.success import evaluate
 
 log = logging.getLogger("querylens")
@@ -118,4 +118,4 @@ def recall_rows(failing: DataFrame, index: Any, n: int, sample: int, seed: int,
 RECOMMEND = Stage("recommend", recommend_stage,
                   reads=("queries", "success_labels", "cluster_success", "query_embeddings"),
                   writes=("recommendations", "model_metrics"),
-                  uses=("success_predictions", "demo_ground_truth"))
+                  uses=("success_predictions", "demo_ground_truth"), skip=without_interactions)

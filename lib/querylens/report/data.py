@@ -50,6 +50,13 @@ class ReportData:
     def facts(self) -> dict[str, Any]:
         return self.manifest.get("facts", {})
 
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Why each stage this run skipped did not apply, by stage name."""
+        facts = self.facts if isinstance(self.facts, dict) else {}
+        return {name: str(f["skipped"]) for name, f in facts.items()
+                if isinstance(f, dict) and f.get("skipped")}
+
     def chosen(self) -> tuple[int | None, int | None]:
         """(n_components, n_clusters) of the run: facts first, then config, then the tables."""
         cluster_facts = self.facts.get("cluster", {}) if isinstance(self.facts, dict) else {}

@@ -261,6 +261,13 @@ def atlas_html(data: ReportData) -> str:
             f'oninput="filterAtlas(this.value)"></div><div id="atlas-cards">{cards}</div>')
 
 
+def skipped_html(data: ReportData) -> str:
+    """A notice for each stage the run skipped, in pipeline order, with the reason."""
+    return "".join(
+        f'<p class="na">The {escape(name)} stage was skipped: {escape(reason)}.</p>'
+        for name, reason in sorted(data.skipped.items(), key=lambda item: stage_order(item[0])))
+
+
 def tiles_html(data: ReportData) -> str:
     tiles = []
     if data.totals:
@@ -400,6 +407,7 @@ def render_html(data: ReportData, figures: list[RenderedFigure]) -> str:
 <body><header><h1>Where search succeeds and where it fails</h1>
 <p>querylens run <b>{escape(data.run_id)}</b> · {escape(status_text(m))}
 {('· ' + escape(str(when))) if when else ''}</p></header><div id="broken"></div>
-<nav>{nav}</nav><main><div class="tiles">{tiles_html(data)}</div>{sections}</main>
+<nav>{nav}</nav><main><div class="tiles">{tiles_html(data)}</div>{skipped_html(data)}
+{sections}</main>
 <script>{SCRIPT}</script></body></html>
 """

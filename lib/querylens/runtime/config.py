@@ -46,6 +46,43 @@ class ColumnsConfig:
     clicks: str = "clicks"
     add_to_bags: str = "add_to_bags"
     purchases: str = "purchases"
+    count: str = "count"
+
+
+CSV_DEFAULTS = {"sep": ",", "quote": '"', "escape": '"', "header": "true", "encoding": "UTF-8",
+                "multiLine": "true"}
+CSV_READ_OPTIONS = (
+    "sep", "encoding", "quote", "escape", "comment", "header", "ignoreLeadingWhiteSpace",
+    "ignoreTrailingWhiteSpace", "nullValue", "emptyValue", "maxColumns", "maxCharsPerColumn",
+    "multiLine", "charToEscapeQuoteEscaping", "lineSep", "unescapedQuoteHandling",
+    "ignoreCorruptFiles", "ignoreMissingFiles", "pathGlobFilter", "recursiveFileLookup",
+    "modifiedBefore", "modifiedAfter",
+)
+CSV_ALIASES = {"delimiter": "sep", "charset": "encoding"}
+CSV_NOT_SETTABLE = {
+    **dict.fromkeys(("mode", "columnNameOfCorruptRecord"),
+                    "querylens reads in PERMISSIVE mode and counts and drops rows that do not "
+                    "parse"),
+    **dict.fromkeys(("inferSchema", "enforceSchema", "samplingRatio", "preferDate", "dateFormat",
+                     "timestampFormat", "timestampNTZFormat", "enableDateTimeParsingFallback",
+                     "nanValue", "positiveInf", "negativeInf", "locale", "timeZone"),
+                    "querylens reads every CSV column as text"),
+    **dict.fromkeys(("extension", "quoteAll", "escapeQuotes", "compression", "codec"),
+                    "it is a CSV write option"),
+}
+
+
+def csv_option_name(name: str) -> str:
+    """Spark's spelling of CSV read option `name` (matched case-insensitively, aliases resolved);
+    raise naming `input.options.<name>` when querylens does not accept it."""
+    known = {n.lower(): n for n in (*CSV_READ_OPTIONS, *CSV_ALIASES, *CSV_NOT_SETTABLE)}
+    spelled = known.get(name.lower())
+    if spelled is None:
+        raise ConfigError(f"unknown CSV option input.options.{name}; valid options: "
+                          f"{', '.join(sorted((*CSV_READ_OPTIONS, *CSV_ALIASES), key=str.lower))}")
+    if spelled in CSV_NOT_SETTABLE:
+        raise ConfigError(f"input.options.{name} cannot be set: {CSV_NOT_SETTABLE[spelled]}")
+    return CSV_ALIASES.get(spelled, spelled)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +93,7 @@ class InputConfig:
     ubi_queries_path: str | None = None
     ubi_events_path: str | None = None
     columns: ColumnsConfig = dataclasses.field(default_factory=ColumnsConfig)
+    options: dict[str, str] = dataclasses.field(default_factory=dict)
     filter_columns: list[str] = dataclasses.field(
         default_factory=lambda: [
             "filter_gender", "filter_brand", "filter_colour", "filter_material", "filter_category"
@@ -64,6 +102,21 @@ class InputConfig:
     ubi_click_actions: list[str] = dataclasses.field(default_factory=lambda: ["click"])
     ubi_add_to_bag_actions: list[str] = dataclasses.field(default_factory=lambda: ["add_to_cart"])
     ubi_purchase_actions: list[str] = dataclasses.field(default_factory=lambda: ["purchase"])
+
+    def csv_options(self) -> dict[str, str]:
+        """Spark CSV reader options: `CSV_DEFAULTS` (RFC 4180) overridden key by key by
+        `options`; an option given twice (`sep` and `delimiter`) is a `ConfigError`."""
+        given: dict[str, tuple[str, str]] = {}
+        for name, value in self.options.items():
+            spelled = csv_option_name(name)
+            if spelled in given:
+                raise ConfigError(f"input.options.{name} sets {spelled}, which "
+                                  f"input.options.{given[spelled][0]} already sets")
+            given[spelled] = (name, value)
+        return {**CSV_DEFAULTS, **{spelled: value for spelled, (_, value) in given.items()}}
+    ubi_impression_actions: list[str] = dataclasses.field(default_factory=lambda: ["impression"])
+    ubi_applications: list[str] = dataclasses.field(default_factory=list)
+    typing_fragment_seconds: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,9 +263,7 @@ class Config:
             raise ConfigError(
                 f"run.fail_first_attempt values must be embed or score, got {bad_points[0]!r}"
             )
-        if self.input.table is not None:
-            for part in self.input.table.split("."):
-                require_identifier("input.table", part)
+        validate_input(self.input)
         if self.cluster.n_clusters < 2:
             raise ConfigError(f"cluster.n_clusters must be >= 2, got {self.cluster.n_clusters}")
         if self.cluster.n_components < 1:
@@ -233,6 +284,24 @@ class Config:
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         return self
+
+
+def validate_input(i: InputConfig) -> None:
+    """The input section: the keys `input.format` needs are set, CSV option names are valid,
+    the typing-fragment window is not negative."""
+    if i.table is not None:
+        for part in i.table.split("."):
+            require_identifier("input.table", part)
+    needed = {"csv": ["path"], "parquet": ["path"], "table": ["table"],
+              "ubi": ["ubi_queries_path", "ubi_events_path"]}
+    for key in needed[i.format]:
+        value: str | None = getattr(i, key)
+        if not (value or "").strip():
+            raise ConfigError(f"input.{key} must be set when input.format is {i.format!r}")
+    if i.typing_fragment_seconds < 0:
+        raise ConfigError(
+            f"input.typing_fragment_seconds must be >= 0, got {i.typing_fragment_seconds}")
+    i.csv_options()
 
 
 def validate_embed(e: EmbedConfig) -> None:
@@ -411,7 +480,8 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

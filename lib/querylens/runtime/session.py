@@ -13,7 +13,10 @@ from querylens.runtime.config import Config
 
 
 def spark_conf(config: Config) -> dict[str, str]:
-    """Spark settings implied by the config, with `spark.conf` entries taking precedence."""
+    """Spark settings implied by the config, with `spark.conf` entries taking precedence.
+
+    CSV column pruning is off: with it, Spark flags a row with the wrong number of fields only
+    when a query reads every column, so ingest could not drop such rows reliably."""
     warehouse = path_or_uri(config.run.warehouse_dir)
     metastore = Path(config.run.metastore_dir).resolve()
     conf = {
@@ -23,6 +26,7 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(config.spark.arrow_batch_size),
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.csv.parser.columnPruning.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
         "spark.hadoop.javax.jdo.option.ConnectionURL": (

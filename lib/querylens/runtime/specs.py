@@ -43,7 +43,8 @@ SPECS = (
         "query_key string, query string, n_searches bigint, n_sessions bigint, clicks bigint, "
         "add_to_bags bigint, purchases bigint, searches_with_click bigint, "
         "searches_with_add_to_bag bigint, searches_with_purchase bigint, "
-        "first_seen timestamp, last_seen timestamp")),
+        "first_seen timestamp, last_seen timestamp, impressions bigint, "
+        "mean_click_position double")),
     TableSpec("query_embeddings", "embed", "(query, model): a cache, appended", cols(
         "query_key string, query string, model_id string, model_revision string, dim int, "
         "embedding array<float>, truncated boolean, device string, requested_model string, "

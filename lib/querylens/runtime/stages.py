@@ -3,6 +3,7 @@ inputs before any Spark work and say which stage to run first."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -10,17 +11,41 @@ from querylens.runtime.errors import ConfigError, StageInputError
 from querylens.runtime.runs import Run
 from querylens.runtime.tables import table_exists
 
+log = logging.getLogger("querylens")
+
 
 @dataclass(frozen=True)
 class Stage:
     """A stage: its function and the catalog tables it needs (`reads`), may use (`uses`) and
-    writes. A stage reads its inputs from tables only, so it can run in its own process."""
+    writes. A stage reads its inputs from tables only, so it can run in its own process.
+    `skip` says why the stage does not apply to a run (None when it does), from the run's
+    facts alone."""
 
     name: str
     run: Callable[[Run], None]
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
+    skip: Callable[[Run], str | None] | None = None
+
+    def skip_reason(self, run: Run) -> str | None:
+        return self.skip(run) if self.skip is not None else None
+
+    def execute(self, run: Run) -> None:
+        """Run the stage, or record `{"skipped": reason}` as its facts and write nothing."""
+        reason = self.skip_reason(run)
+        if reason is None:
+            self.run(run)
+            return
+        log.warning("[%s] %s: skipped: %s", run.run_id, self.name, reason)
+        run.facts[self.name] = {"skipped": reason}
+
+
+def without_interactions(run: Run) -> str | None:
+    """A `Stage.skip` for stages that need interactions: why, when ingest found none."""
+    if run.facts.get("ingest", {}).get("interactions", True):
+        return None
+    return "input has no interaction columns (clicks, add_to_bags, purchases)"
 
 
 class StageRegistry:
@@ -60,10 +85,13 @@ class StageRegistry:
 
 def check_inputs(run: Run, stages: list[Stage], registry: StageRegistry) -> None:
     """Raise `StageInputError` naming the first table a stage reads that neither an earlier stage
-    of `stages` writes nor a completed stage of this run wrote, and the stage that writes it."""
+    of `stages` writes nor a completed stage of this run wrote, and the stage that writes it.
+    A stage that the run's facts already skip needs nothing and writes nothing."""
     planned: set[str] = set()
     done = set(run.timings)
     for stage in stages:
+        if stage.skip_reason(run) is not None:
+            continue
         for table in stage.reads:
             writers = registry.writers(table)
             if table in planned or (done & set(writers) and table_exists(

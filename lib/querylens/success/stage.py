@@ -18,7 +18,7 @@ from querylens.embed.stage import run_embeddings
 from querylens.runtime.arrays import to_pandas, with_matrix
 from querylens.runtime.config import SuccessConfig
 from querylens.runtime.runs import Run
-from querylens.runtime.stages import Stage
+from querylens.runtime.stages import Stage, without_interactions
 from querylens.runtime.tables import qualified
 from querylens.success import evaluate, metrics
 from querylens.success.labels import cluster_success, label_queries
@@ -219,4 +219,4 @@ SUCCESS = Stage("success", success_stage,
                 reads=("queries", "cluster_assignments", "query_embeddings"),
                 writes=("success_labels", "cluster_success", "success_calibration",
                         "success_predictions", "model_metrics"),
-                uses=("clusters", "demo_ground_truth"))
+                uses=("clusters", "demo_ground_truth"), skip=without_interactions)
