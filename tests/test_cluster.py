@@ -30,7 +30,7 @@ from querylens.cluster import (
 )
 from querylens.cluster.backends import fit_projection_sklearn
 from querylens.cluster.model import apply_ids
-from querylens.cluster.naming import STOP_WORDS, ctfidf, term_counts
+from querylens.cluster.naming import STOP_WORDS, ctfidf_scores, term_counts
 from querylens.cluster.silhouette import (
     prefix_silhouettes_euclidean,
     spark_cluster_stats,
@@ -283,15 +283,16 @@ def test_ctfidf_matches_reference(spark: SparkSession) -> None:
     labels = [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
     df = spark.createDataFrame(pd.DataFrame({"query_key": [str(i) for i in range(10)],
                                              "query": queries, "cluster_id": labels}))
-    ours = ctfidf(term_counts(df).toPandas(), 3).set_index("cluster_id")["top_terms"]
-    vec = CountVectorizer(binary=True, stop_words=STOP_WORDS)
+    ours = ctfidf_scores(term_counts(df).toPandas())
+    vec = CountVectorizer(binary=True, ngram_range=(1, 2), stop_words=sorted(STOP_WORDS))
     counts = vec.fit_transform(queries).toarray()
     X = np.vstack([counts[np.array(labels) == c].sum(0) for c in range(4)]).astype(float)
     score = X / X.sum(1, keepdims=True) * np.log(1 + X.sum(1).mean() / X.sum(0))
     terms = vec.get_feature_names_out()
-    for c in range(4):
-        ref = sorted(range(len(terms)), key=lambda i: (-score[c, i], terms[i]))[:3]
-        assert list(ours[c]) == [terms[i] for i in ref]
+    table = ours.pivot(index="cluster_id", columns="term", values="score")
+    assert sorted(table.columns) == sorted(terms)
+    np.testing.assert_allclose(table.loc[range(4), terms].fillna(0).to_numpy(), score,
+                               rtol=1e-12)
 
 
 def test_bad_embeddings_are_rejected_with_counts(spark: SparkSession) -> None:
@@ -325,3 +326,22 @@ def test_sizes_and_grids_are_checked(
         load_config(None, ["cluster.sweep_components=[]"])
     with pytest.raises(ConfigError, match="cluster.sweep_clusters values must be >= 2"):
         load_config(None, ["cluster.sweep_clusters=[1, 5]"])
+
+
+def test_silhouette_samples_table_is_sklearns_on_the_seeded_sample(
+    fitted: Run, blobs: tuple[np.ndarray, np.ndarray],
+) -> None:
+    model = load_model(fitted.config.cluster.model_dir, 1)
+    sample = scored_frame(fitted, "silhouette_samples")
+    assert len(sample) == min(N, fitted.config.cluster.silhouette_sample_size)
+    rows = sample["query_key"].apply(int, base=16).to_numpy()
+    Z = model.transform(blobs[0][rows])
+    labels = sample["cluster_id"].to_numpy()
+    assert np.array_equal(labels, model.sq_distances(Z).argmin(1))
+    assert np.abs(sample["silhouette"].to_numpy() - silhouette_samples(Z, labels)).max() < 1e-9
+    assert (sample["next_cluster_id"] != sample["cluster_id"]).all()
+    assert (sample["model_version"] == 1).all()
+    clusters = scored_frame(fitted, "clusters")
+    assert clusters["stability"].between(0.9, 1.0).all()
+    assert clusters["trusted"].all() and not clusters["catch_all"].any()
+    assert fitted.facts["cluster"]["n_trusted"] == K

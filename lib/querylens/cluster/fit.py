@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,9 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sklearn.metrics import adjusted_rand_score, silhouette_samples
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import (
     BACKENDS,
@@ -22,10 +25,22 @@ from querylens.cluster.backends import (
     fit_projection_mllib,
     fit_projection_sklearn,
 )
+from querylens.cluster.evaluate import classes_of, external_metrics
 from querylens.cluster.model import ClusterModel, Projection, apply_ids, match_clusters
-from querylens.cluster.naming import ctfidf, exemplars, label_of, next_clusters, term_counts
-from querylens.cluster.silhouette import spark_cluster_stats, with_silhouette
+from querylens.cluster.naming import (
+    exemplars,
+    name_clusters,
+    next_clusters,
+    stop_words,
+    term_counts,
+)
+from querylens.cluster.silhouette import (
+    silhouette_samples_euclidean,
+    spark_cluster_stats,
+    with_silhouette,
+)
 from querylens.cluster.sweep import pca_variance, run_sweep
+from querylens.cluster.trust import catch_all_flags, clusterwise_stability, trusted_flags
 from querylens.runtime.arrays import stack_rows
 from querylens.runtime.config import ClusterConfig
 from querylens.runtime.errors import DataError
@@ -51,6 +66,7 @@ class ClusterResult:
     metrics: pd.DataFrame
     pca_variance: pd.DataFrame | None = None
     sweep: pd.DataFrame | None = None
+    silhouette_samples: pd.DataFrame | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     cached: list[DataFrame] = field(default_factory=list)
 
@@ -182,8 +198,7 @@ def describe(
     sample = collect_sample(scored, ["query_key", "reduced", "cluster_id"], n_rows,
                             config.silhouette_sample_size, config.seed)
     Zs, ls = stack(sample["reduced"]), sample["cluster_id"].to_numpy()
-    sil_sample = (silhouette_samples(Zs, ls) if 1 < len(np.unique(ls)) < len(ls)
-                  else np.full(len(ls), np.nan))
+    sil_sample, nearest, within = sample_silhouettes(Zs, ls)
     sampled = pd.DataFrame({"cluster_id": ls, "s": sil_sample}).groupby("cluster_id")["s"].mean()
 
     summary = pd.DataFrame(scored.groupBy("cluster_id").agg(
@@ -191,10 +206,12 @@ def describe(
         F.sum("n_searches").cast("long").alias("n_searches"),
         F.avg("silhouette_sqeuclidean").alias("mean_silhouette_sqeuclidean"),
         F.sum(F.col("distance") ** 2).alias("inertia"),
+        F.avg("distance").alias("mean_distance"),
     ).toPandas()).set_index("cluster_id").sort_index()
-    terms = ctfidf(term_counts(scored).toPandas(), config.n_terms).set_index("cluster_id")
     nxt = next_clusters(model.centroids_)
     ids = summary.index.to_numpy()
+    names = name_clusters(term_counts(scored, stop_words(config.stop_words)).toPandas(), ids,
+                          config.n_terms, config.label_terms, config.label_min_df)
     table = pd.DataFrame({
         "cluster_id": ids.astype("int32"),
         "size": summary["size"].to_numpy().astype("int64"),
@@ -202,12 +219,14 @@ def describe(
         "n_searches": summary["n_searches"].fillna(0).to_numpy().astype("int64"),
         "mean_silhouette_sqeuclidean": summary["mean_silhouette_sqeuclidean"].to_numpy(),
         "mean_silhouette_euclidean_sampled": [float(sampled.get(i, np.nan)) for i in ids],
-        "top_terms": [list(terms["top_terms"].get(i, [])) for i in ids],
+        "top_terms": names["top_terms"].tolist(),
         "next_cluster_id": nxt[ids].astype("int32"),
         "centroid_distance_next": np.linalg.norm(
             model.centroids_[ids] - model.centroids_[nxt[ids]], axis=1),
     })
-    table["label"] = [label_of(t, config.label_terms) for t in table["top_terms"]]
+    table["label"] = names["label"].tolist()
+    table = with_trust(table, summary["mean_distance"].to_numpy(),
+                       mean_within(ls, within, ids), Zs, ls, model.n_clusters, config)
     clusters = spark.createDataFrame(table, CLUSTERS_SCHEMA).join(
         exemplars(scored, config.n_exemplars), "cluster_id", "left").select(*CLUSTER_COLUMNS)
     total_sil = float((summary["mean_silhouette_sqeuclidean"] * summary["size"]).sum() / n_rows)
@@ -217,27 +236,106 @@ def describe(
                                   "n_rows": n_rows, "n_clusters_nonempty": len(ids)})
     metrics += metric_rows(f"{split}_sample", {"silhouette_euclidean_sampled": euclid,
                                                "sample_rows": len(ls)})
+    trusted = table["trusted"]
     return ClusterResult(model, scored.select(*ASSIGNMENT_COLUMNS), clusters,
                          pd.DataFrame(metrics), cached=[scored],
+                         silhouette_samples=silhouette_rows(sample["query_key"], ls, sil_sample,
+                                                            nearest),
                          facts={"silhouette_sqeuclidean": total_sil,
-                                "silhouette_euclidean_sampled": euclid})
+                                "silhouette_euclidean_sampled": euclid,
+                                "n_trusted": int((trusted == True).sum()),  # noqa: E712
+                                "n_catch_all": int(table["catch_all"].sum())})
+
+
+def sample_silhouettes(Z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`silhouette_samples_euclidean` of the sample; NaN (and no nearest cluster, -1) when it
+    has fewer than 2 clusters or only singletons."""
+    if 1 < len(np.unique(labels)) < len(labels):
+        return silhouette_samples_euclidean(Z, labels)
+    nan = np.full(len(labels), np.nan)
+    return nan, np.full(len(labels), -1), nan
+
+
+def silhouette_rows(keys: pd.Series, labels: np.ndarray, silhouette: np.ndarray,
+                    nearest: np.ndarray) -> pd.DataFrame:
+    """The `silhouette_samples` table's rows."""
+    return pd.DataFrame({
+        "query_key": keys.astype(str).to_numpy(), "cluster_id": labels.astype("int32"),
+        "silhouette": silhouette,
+        "next_cluster_id": pd.array([int(c) if c >= 0 else None for c in nearest],
+                                    dtype="Int32")})
+
+
+SILHOUETTE_SAMPLES_SCHEMA = ("query_key string, cluster_id int, silhouette double, "
+                             "next_cluster_id int")
+
+
+def mean_within(labels: np.ndarray, within: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per cluster of `ids`: the mean distance between its sampled members (NaN under 2)."""
+    frame = pd.DataFrame({"c": labels, "a": within})
+    sizes = frame.groupby("c")["a"].transform("size")
+    means = frame[sizes > 1].groupby("c")["a"].mean()
+    return np.array([float(means.get(i, np.nan)) for i in ids])
+
+
+def bootstrap_stability(
+    Z: np.ndarray, labels: np.ndarray, k: int, config: ClusterConfig
+) -> dict[int, float]:
+    """`clusterwise_stability` of the model's clusters on the first
+    `stability_bootstrap_sample_size` sample rows, refitting KMeans (sklearn, `n_init`
+    restarts, one thread) on each of `stability_bootstraps` bootstrap draws."""
+    m = config.stability_bootstrap_sample_size
+    Z, labels = Z[:m], labels[:m]
+    if config.stability_bootstraps == 0 or len(Z) <= 2 * k:
+        return {}
+
+    def refit(X: np.ndarray, b: int) -> np.ndarray:
+        return np.asarray(fit_kmeans_sklearn(X, k, config.n_init, config.max_iter, config.tol,
+                                             config.seed + 1 + b).labels_)
+
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clusterwise_stability(Z, labels, refit, config.stability_bootstraps, config.seed)
+
+
+def with_trust(
+    table: pd.DataFrame, mean_distance: np.ndarray, within: np.ndarray, Z: np.ndarray,
+    labels: np.ndarray, k: int, config: ClusterConfig,
+) -> pd.DataFrame:
+    """`table` plus `stability`, `catch_all` and `trusted` (rules in `trust.py`; the mean
+    silhouette is the sampled Euclidean one, else the squared-Euclidean one)."""
+    ids = table["cluster_id"].to_numpy()
+    stability = bootstrap_stability(Z, labels, k, config)
+    table["stability"] = [stability.get(int(i), np.nan) for i in ids]
+    table["catch_all"] = catch_all_flags(mean_distance, within, config.catch_all_ratio)
+    silhouette = table["mean_silhouette_euclidean_sampled"].fillna(
+        table["mean_silhouette_sqeuclidean"])
+    table["trusted"] = trusted_flags(
+        table["size"].to_numpy(), table["stability"].to_numpy(), silhouette.to_numpy(),
+        table["catch_all"].to_numpy(), min_stability=config.trust_min_stability,
+        min_size=config.trust_min_size)
+    return table
 
 
 CLUSTERS_SCHEMA = (
     "cluster_id int, size long, share double, n_searches long, "
     "mean_silhouette_sqeuclidean double, mean_silhouette_euclidean_sampled double, "
-    "top_terms array<string>, next_cluster_id int, centroid_distance_next double, label string"
+    "top_terms array<string>, next_cluster_id int, centroid_distance_next double, "
+    "label string, stability double, catch_all boolean, trusted boolean"
 )
 CLUSTER_COLUMNS = ["cluster_id", "size", "share", "n_searches", "mean_silhouette_sqeuclidean",
                    "mean_silhouette_euclidean_sampled", "label", "top_terms", "central_queries",
-                   "top_queries", "next_cluster_id", "centroid_distance_next"]
+                   "top_queries", "next_cluster_id", "centroid_distance_next", "stability",
+                   "trusted", "catch_all"]
 
 
 def fit_clusters(
     spark: SparkSession, embeddings: DataFrame, queries: DataFrame, config: ClusterConfig,
     *, model_id: str | None = None, previous: ClusterModel | None = None,
+    labels: DataFrame | None = None,
 ) -> ClusterResult:
-    """Fit normaliser -> PCA -> KMeans with the configured backend and describe the result."""
+    """Fit normaliser -> PCA -> KMeans with the configured backend and describe the result;
+    with reference `labels` (query_key, class), validate the model and the sweep against them."""
     embeddings, stats = check_embeddings(embeddings, model_id, config.bad_embeddings)
     check_sizes(config, stats)
     n, p, k = stats.n_rows, config.n_components, config.n_clusters
@@ -290,8 +388,12 @@ def fit_clusters(
             tol=config.tol, seed=config.seed,
             silhouette_sample_size=config.sweep_silhouette_sample_size,
             full_n_init=config.sweep_full_n_init,
-            full_n_init_components=config.sweep_full_n_init_components)
+            full_n_init_components=config.sweep_full_n_init_components,
+            classes=(None if labels is None else
+                     classes_of(spark, raw["query_key"].iloc[:sweep_size], labels)))
     extra += stability(spark, result.cached[0], model, config, n, backend)
+    if labels is not None:
+        extra += metric_rows("external", external_metrics(result.cached[0], labels))
     result.metrics = pd.concat([result.metrics, pd.DataFrame(extra)], ignore_index=True)
     return result
 
@@ -335,9 +437,10 @@ def refit_labels(
 
 def score_clusters(
     spark: SparkSession, embeddings: DataFrame, queries: DataFrame, model: ClusterModel,
-    config: ClusterConfig, *, model_id: str | None = None,
+    config: ClusterConfig, *, model_id: str | None = None, labels: DataFrame | None = None,
 ) -> ClusterResult:
-    """Assign queries to a saved model's clusters without refitting, and describe them."""
+    """Assign queries to a saved model's clusters without refitting, and describe them (and
+    validate them against reference `labels`)."""
     embeddings, stats = check_embeddings(embeddings, model_id, config.bad_embeddings)
     saved = model.meta.get("embedding_model_id")
     if saved and model_id and saved != model_id:
@@ -350,4 +453,7 @@ def score_clusters(
                       "score")
     result.facts.update({"model_version": model.version, "n_rows": stats.n_rows,
                          "rejected_nonfinite": stats.rejected_nonfinite})
+    if labels is not None:
+        result.metrics = pd.concat([result.metrics, pd.DataFrame(metric_rows(
+            "score_external", external_metrics(result.cached[0], labels)))], ignore_index=True)
     return result

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +17,8 @@ from scipy.optimize import linear_sum_assignment
 
 from querylens.runtime.arrays import normalize_rows
 from querylens.runtime.errors import ModelLoadError
+
+log = logging.getLogger("querylens")
 
 FORMAT_VERSION = 1
 
@@ -108,31 +114,82 @@ def apply_ids(model: ClusterModel, ids: np.ndarray) -> ClusterModel:
     return model.relabel(order)
 
 
-def versions(model_dir: str | Path) -> list[int]:
+MODEL_FILES = ("model.npz", "meta.json")
+
+
+def _numbered(model_dir: str | Path) -> list[int]:
+    """Every `v<N>` folder number under `model_dir`, complete or not."""
     root = Path(model_dir)
     if not root.is_dir():
         return []
-    return sorted(int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit())
+    return sorted(int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit() and p.is_dir())
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a version folder holds every file `save_model` writes."""
+    return all((path / name).is_file() for name in MODEL_FILES)
+
+
+def versions(model_dir: str | Path) -> list[int]:
+    """The complete saved versions under `model_dir`, oldest first; an incomplete `v<N>` folder
+    (a save killed half-way by an older querylens, or damaged by hand) is skipped with a
+    warning."""
+    found = []
+    for version in _numbered(model_dir):
+        if is_complete(Path(model_dir) / f"v{version}"):
+            found.append(version)
+        else:
+            log.warning("cluster model folder %s is incomplete (lacks %s); skipping it",
+                        Path(model_dir) / f"v{version}", " or ".join(MODEL_FILES))
+    return found
 
 
 def save_model(model: ClusterModel, model_dir: str | Path, meta: dict[str, Any]) -> ClusterModel:
-    """Write `model` as the next version under `model_dir`; return it with its version set."""
-    version = max(versions(model_dir), default=0) + 1
-    path = Path(model_dir) / f"v{version}"
-    path.mkdir(parents=True, exist_ok=False)
-    p = model.projection
-    np.savez(path / "model.npz", mean=p.mean_, components=p.components_,
-             explained_variance_ratio=p.explained_variance_ratio_, centroids=model.centroids_)
-    full = {**model.meta, **meta, "version": version, "format": FORMAT_VERSION,
-            "n_components": model.n_components, "n_clusters": model.n_clusters,
-            "dim": p.dim, "saved_at": datetime.now(UTC).isoformat()}
-    (path / "meta.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
-    return replace(model, meta=full)
+    """Write `model` as the next version under `model_dir`; return it with its version set.
+
+    The files are written to a hidden folder beside the versions, then renamed to `v<N>` in one
+    step, so a `v<N>` folder is always complete; a version number held by an incomplete folder
+    is never reused.
+    """
+    root = Path(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    aside = root / f".saving-{uuid.uuid4().hex}"
+    aside.mkdir()
+    try:
+        p = model.projection
+        np.savez(aside / "model.npz", mean=p.mean_, components=p.components_,
+                 explained_variance_ratio=p.explained_variance_ratio_,
+                 centroids=model.centroids_)
+        for _ in range(100):
+            version = max(_numbered(root), default=0) + 1
+            full = {**model.meta, **meta, "version": version, "format": FORMAT_VERSION,
+                    "n_components": model.n_components, "n_clusters": model.n_clusters,
+                    "dim": p.dim, "saved_at": datetime.now(UTC).isoformat()}
+            (aside / "meta.json").write_text(
+                json.dumps(full, indent=2, sort_keys=True, default=str))
+            path = root / f"v{version}"
+            if path.exists():
+                continue
+            try:
+                os.rename(aside, path)
+            except OSError:
+                if path.exists():
+                    continue  # another writer took this version number first
+                raise
+            return replace(model, meta=full)
+        raise ModelLoadError(f"could not claim a version number under {root}")
+    finally:
+        if aside.exists():
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_model(model_dir: str | Path, version: int | None = None) -> ClusterModel:
-    """Version `version` (the latest when None) of the model saved under `model_dir`."""
+    """Version `version` (the latest complete one when None) of the model saved under
+    `model_dir`."""
     found = versions(model_dir)
+    if version is not None and version not in found and version in _numbered(model_dir):
+        raise ModelLoadError(f"cluster model version {version} under {model_dir} is incomplete "
+                             f"(lacks {' or '.join(MODEL_FILES)}); complete versions: {found}")
     if not found:
         raise ModelLoadError(f"no saved cluster model under {model_dir}")
     version = found[-1] if version is None else version

@@ -92,6 +92,54 @@ def sampled_silhouette_euclidean(
     return silhouette_euclidean(Z[idx], labels[idx]), idx
 
 
+def chunk_silhouette(
+    dist: np.ndarray, rows: np.ndarray, codes: np.ndarray, onehot: np.ndarray,
+    counts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For `rows`, given their distances `dist` to every point (zero to themselves) and the
+    points' cluster `codes` (with `onehot` and `counts`): the silhouette (0 for singletons),
+    a(x), the nearest other cluster's code and b(x)."""
+    index = np.arange(len(rows))
+    sums = dist @ onehot
+    own = codes[rows]
+    own_n = counts[own]
+    a = sums[index, own] / np.maximum(own_n - 1.0, 1.0)
+    sums /= counts[None, :]
+    sums[index, own] = np.inf
+    other = sums.argmin(1)
+    b = sums[index, other]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (b - a) / np.maximum(a, b)
+    return np.where(own_n > 1, np.nan_to_num(value), 0.0), a, other, b
+
+
+def silhouette_samples_euclidean(
+    Z: np.ndarray, labels: np.ndarray, chunk_rows: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact Euclidean silhouette of each row (sklearn's `silhouette_samples`, 0 for
+    singletons), the nearest other cluster (the one whose mean distance gives b(x)) and a(x),
+    the row's mean distance to the other members of its own cluster.
+
+    Distances go in row chunks of `chunk_rows` (memory ~2 * chunk_rows * len(Z) floats).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    m = len(Z)
+    ids, codes = np.unique(labels, return_inverse=True)
+    onehot = np.zeros((m, len(ids)))
+    onehot[np.arange(m), codes] = 1.0
+    counts = onehot.sum(0)
+    sq = (Z * Z).sum(1)
+    s, a_all = np.zeros(m), np.zeros(m)
+    nearest = np.full(m, -1, dtype=np.int64)
+    for start in range(0, m, chunk_rows):
+        rows = np.arange(start, min(start + chunk_rows, m))
+        dist = np.sqrt(np.maximum(sq[rows, None] - 2.0 * Z[rows] @ Z.T + sq[None, :], 0.0))
+        dist[np.arange(len(rows)), rows] = 0.0
+        s[rows], a_all[rows], other, b = chunk_silhouette(dist, rows, codes, onehot, counts)
+        nearest[rows] = np.where(np.isfinite(b), ids[other], -1)
+    return s, nearest, a_all
+
+
 def prefix_silhouettes_euclidean(
     Z: np.ndarray, labelings: dict[tuple[int, int], np.ndarray], chunk_rows: int = 1024
 ) -> dict[tuple[int, int], float]:
@@ -128,17 +176,7 @@ def prefix_silhouettes_euclidean(
             np.sqrt(dist, out=dist)
             dist[np.arange(len(rows)), rows] = 0.0
             for key in (key for key in labelings if key[0] == p):
-                codes, onehot, counts = coded[key]
-                sums = dist @ onehot
-                own = codes[rows]
-                own_n = counts[own]
-                a = sums[np.arange(len(rows)), own] / np.maximum(own_n - 1.0, 1.0)
-                sums /= counts[None, :]
-                sums[np.arange(len(rows)), own] = np.inf
-                b = sums.min(1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    s = (b - a) / np.maximum(a, b)
-                scores[key][rows] = np.where(own_n > 1, np.nan_to_num(s), 0.0)
+                scores[key][rows] = chunk_silhouette(dist, rows, *coded[key])[0]
     return {key: float(scores[key].mean()) if 2 <= len(coded[key][2]) < m else float("nan")
             for key in labelings}
 

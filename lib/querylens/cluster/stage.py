@@ -10,7 +10,13 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from querylens.cluster.fit import fit_clusters, score_clusters
+from querylens.cluster.evaluate import reference_labels
+from querylens.cluster.fit import (
+    SILHOUETTE_SAMPLES_SCHEMA,
+    ClusterResult,
+    fit_clusters,
+    score_clusters,
+)
 from querylens.cluster.model import ClusterModel, load_model, save_model, versions
 from querylens.embed.stage import run_embeddings
 from querylens.runtime.runs import Run
@@ -43,14 +49,22 @@ def with_version(df: DataFrame, version: int | None) -> DataFrame:
     return df.withColumn("model_version", F.lit(version).cast("int"))
 
 
+def write_silhouette_samples(run: Run, result: ClusterResult, version: int | None) -> None:
+    """`silhouette_samples`: the exact Euclidean silhouette of each query of the seeded sample."""
+    assert result.silhouette_samples is not None
+    frame = run.spark.createDataFrame(result.silhouette_samples, SILHOUETTE_SAMPLES_SCHEMA)
+    run.write("silhouette_samples", with_version(frame, version))
+
+
 def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
     """Fit, save the model as a new version and write this run's cluster tables."""
     config = run.config.cluster
     embed_model = run.facts.get("embed", {}).get("model_id")
     root = model_dir(run)
     previous = previous_model(root, embed_model) if config.match_previous else None
+    labels, source = reference_labels(run.spark, run.config)
     result = fit_clusters(run.spark, embeddings, queries, config, model_id=embed_model,
-                          previous=previous)
+                          previous=previous, labels=labels)
     try:
         model = save_model(result.model, root, {"run_id": run.run_id,
                                                 "embedding_model_revision": run.facts.get(
@@ -58,6 +72,7 @@ def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[
         version = model.version
         run.write("cluster_assignments", with_version(result.assignments, version))
         run.write("clusters", with_version(result.clusters, version))
+        write_silhouette_samples(run, result, version)
         assert result.pca_variance is not None
         run.write("pca_variance", run.spark.createDataFrame(result.pca_variance))
         if result.sweep is not None:
@@ -66,7 +81,8 @@ def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[
     finally:
         result.unpersist()
     log.info("[%s] cluster model v%s saved under %s", run.run_id, version, root)
-    return {**result.facts, "model_version": version, "model_dir": str(root)}
+    return {**result.facts, "model_version": version, "model_dir": str(root),
+            "external_labels": source}
 
 
 def write_scores(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[str, Any]:
@@ -75,29 +91,36 @@ def write_scores(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[st
     root = model_dir(run)
     model = load_model(root, config.score_version)
     embed_model = run.facts.get("embed", {}).get("model_id")
-    result = score_clusters(run.spark, embeddings, queries, model, config, model_id=embed_model)
+    labels, source = reference_labels(run.spark, run.config)
+    result = score_clusters(run.spark, embeddings, queries, model, config, model_id=embed_model,
+                            labels=labels)
     try:
         run.write("cluster_assignments", with_version(result.assignments, model.version))
         run.write("clusters", with_version(result.clusters, model.version))
+        write_silhouette_samples(run, result, model.version)
         write_metrics(run, result.metrics)
     finally:
         result.unpersist()
-    return {**result.facts, "model_dir": str(root)}
+    return {**result.facts, "model_dir": str(root), "external_labels": source}
 
 
 def cluster_stage(run: Run) -> None:
     """Embeddings -> a new saved cluster model, `cluster_assignments`, `clusters`,
-    `cluster_sweep` (unless cluster.sweep=false), `pca_variance` and `model_metrics`."""
+    `silhouette_samples`, `cluster_sweep` (unless cluster.sweep=false), `pca_variance` and
+    `model_metrics` (with external validation when there are reference labels)."""
     run.facts["cluster"] = write_clusters(run, run_embeddings(run), run.read("queries"))
 
 
 def score_stage(run: Run) -> None:
-    """Embeddings -> `cluster_assignments` and `clusters` under a saved model, no refit."""
+    """Embeddings -> `cluster_assignments`, `clusters` and `silhouette_samples` under a saved
+    model, no refit."""
     run.facts["score"] = write_scores(run, run_embeddings(run), run.read("queries"))
 
 
 CLUSTER = Stage("cluster", cluster_stage, reads=("queries", "query_embeddings"),
-                writes=("cluster_assignments", "clusters", "pca_variance", "cluster_sweep",
-                        "model_metrics"))
+                uses=("demo_ground_truth",),
+                writes=("cluster_assignments", "clusters", "silhouette_samples", "pca_variance",
+                        "cluster_sweep", "model_metrics"))
 SCORE = Stage("score", score_stage, reads=("queries", "query_embeddings"),
-              writes=("cluster_assignments", "clusters", "model_metrics"))
+              uses=("demo_ground_truth",),
+              writes=("cluster_assignments", "clusters", "silhouette_samples", "model_metrics"))

@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import fit_kmeans_sklearn
+from querylens.cluster.evaluate import EXTERNAL_METRICS, external_scores
 from querylens.cluster.model import Projection
 from querylens.cluster.silhouette import (
     ClusterStats,
@@ -21,7 +22,8 @@ from querylens.cluster.silhouette import (
 log = logging.getLogger("querylens")
 
 SWEEP_COLUMNS = ["n_components", "n_clusters", "n_rows", "silhouette_euclidean_sampled",
-                 "silhouette_sqeuclidean", "inertia", "explained_variance"]
+                 "silhouette_sqeuclidean", "inertia", "explained_variance", "ami", "nmi", "ari",
+                 "purity", "inverse_purity", "labelled_rows"]
 
 
 def valid_grid(
@@ -108,6 +110,7 @@ def run_sweep(
     X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
     n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
     full_n_init: int = 50, full_n_init_components: int = 10, kmeans_threads: int | None = 1,
+    classes: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
 
@@ -118,6 +121,8 @@ def run_sweep(
     seeded sample of `silhouette_sample_size` rows (`prefix_silhouettes_euclidean`).
     The fits run with `kmeans_threads` OpenMP/BLAS threads (None: the library default); one
     thread is much faster for these small fits, above all on a busy machine.
+    With `classes` (one per row of `X`, None where unknown) each point also gets its
+    `external_scores` against them on the labelled rows (null columns without).
     """
     good, bad = valid_grid(components, clusters, projection.dim, len(X))
     if bad:
@@ -130,6 +135,8 @@ def run_sweep(
                         full_n_init=full_n_init, full_n_init_components=full_n_init_components)
     idx = sample_rows(len(X), silhouette_sample_size, seed)
     euclid = prefix_silhouettes_euclidean(Z_all[idx], {pt: fits[pt].labels_[idx] for pt in good})
+    known = (np.array([c is not None for c in classes], dtype=bool) if classes is not None
+             else np.zeros(len(X), dtype=bool))
     rows = []
     for p, k in good:
         Z = np.ascontiguousarray(Z_all[:, :p])
@@ -140,6 +147,18 @@ def run_sweep(
                      "silhouette_euclidean_sampled": euclid[p, k],
                      "silhouette_sqeuclidean": float(sq.mean()),
                      "inertia": float(km.inertia_),
-                     "explained_variance": float(cumulative[p - 1])})
+                     "explained_variance": float(cumulative[p - 1]),
+                     **external_columns(classes, labels, known)})
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    return frame.astype({"n_components": "int32", "n_clusters": "int32", "n_rows": "int64"})
+    return frame.astype({"n_components": "int32", "n_clusters": "int32", "n_rows": "int64",
+                         "labelled_rows": "int64"})
+
+
+def external_columns(
+    classes: np.ndarray | None, labels: np.ndarray, known: np.ndarray
+) -> dict[str, float | int]:
+    """A grid point's `external_scores` on the labelled rows (NaN without) and their count."""
+    if classes is None or not known.any():
+        return {**dict.fromkeys(EXTERNAL_METRICS, float("nan")), "labelled_rows": 0}
+    truth = np.asarray(classes[known]).astype(str)
+    return {**external_scores(truth, labels[known]), "labelled_rows": int(known.sum())}

@@ -51,6 +51,9 @@ border-radius:8px;padding:12px 14px}.card h3{margin:0 0 4px;font-size:16px}
 gap:6px 14px;font-size:12.5px;color:var(--muted);margin:6px 0}.stats b{color:var(--ink)}
 .rate{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:700;color:#fff}
 .rate.good{background:var(--blue)}.rate.mid{background:#6b7280}.rate.bad{background:var(--verm)}
+.badge{display:inline-block;padding:0 7px;border-radius:10px;font-size:11.5px;font-weight:600;
+margin-left:4px;border:1px solid currentColor}.badge.trusted{color:var(--green)}
+.badge.untrusted{color:#6b7280}.badge.catchall{color:var(--verm)}
 .meter{height:6px;background:#eceef2;border-radius:3px;overflow:hidden;margin:4px 0 8px}
 .meter i{display:block;height:100%;background:var(--blue)}.chips span{display:inline-block;
 background:#eef3fa;border-radius:10px;padding:1px 8px;margin:2px 3px 2px 0;font-size:12px}
@@ -200,6 +203,31 @@ def failing_html(data: ReportData, cluster_id: int, names: dict[int, str]) -> st
     return f"<ol>{''.join(items)}</ol>{note}"
 
 
+def flag(value: Any) -> bool | None:
+    """A nullable boolean from a table cell (None where null or absent)."""
+    if value is None or (not isinstance(value, (bool, str)) and pd.isna(value)):
+        return None
+    return bool(value)
+
+
+def trust_badges(row: dict[str, Any]) -> str:
+    """`trusted` / `not trusted` and `catch-all` badges of a cluster, with their numbers."""
+    stability = row.get("stability")
+    tip = escape(f"stability {fmt_num(stability, 2)}, mean silhouette "
+                 f"{fmt_num(row.get('mean_silhouette_euclidean_sampled'), 2)}, "
+                 f"{fmt_int(row.get('size'))} queries")
+    trusted = flag(row.get("trusted"))
+    badges = ""
+    if trusted is True:
+        badges += f'<span class="badge trusted" title="{tip}">trusted</span>'
+    elif trusted is False:
+        badges += f'<span class="badge untrusted" title="{tip}">not trusted</span>'
+    if flag(row.get("catch_all")):
+        badges += ('<span class="badge catchall" title="queries far from the centroid and from '
+                   'each other">catch-all</span>')
+    return badges
+
+
 def card_html(row: dict[str, Any], data: ReportData, names: dict[int, str],
               median: float | None, total_searches: float) -> str:
     cid = int(row["cluster_id"])
@@ -222,13 +250,19 @@ def card_html(row: dict[str, Any], data: ReportData, names: dict[int, str],
     failing_text = ("" if failing_count is None or pd.isna(failing_count)
                     else f"<span><b>{fmt_int(failing_count)}</b> failing queries "
                          f"(<b>{fmt_int(failed_searches)}</b> searches)</span>")
+    stability = row.get("stability")
+    trust = -1.0 if stability is None or pd.isna(stability) else float(stability)
+    trust += 1.0 if flag(row.get("trusted")) else 0.0
+    stability_text = ("" if stability is None or pd.isna(stability)
+                      else f"<span>stability <b>{fmt_num(stability, 2)}</b></span>")
     return f"""<article class="card" id="cluster-{cid}" data-id="{cid}"
  data-traffic="{float(row['n_searches'])}" data-failure="{failure}"
- data-failed="{float(failed_searches)}" data-silhouette="{fmt_num(silhouette, 6)}">
-<h3>{escape(label)} {rate_badge(rate, median)}</h3>
+ data-failed="{float(failed_searches)}" data-silhouette="{fmt_num(silhouette, 6)}"
+ data-trust="{trust}">
+<h3><span>{escape(label)}{trust_badges(row)}</span> {rate_badge(rate, median)}</h3>
 <div class="stats"><span><b>{fmt_int(row['n_searches'])}</b> searches ({fmt_pct(share, 1)})</span>
 <span><b>{fmt_int(row['size'])}</b> queries ({fmt_pct(row.get('share'), 1)})</span>
-<span>silhouette <b>{fmt_num(silhouette, 3)}</b></span>{failing_text}</div>{meter}
+<span>silhouette <b>{fmt_num(silhouette, 3)}</b></span>{stability_text}{failing_text}</div>{meter}
 <div class="chips">{terms}</div>
 <div class="grid2"><div><h4>Most searched</h4><ol>{top}</ol></div>
 <div><h4>Most typical</h4><ol>{central}</ol></div></div>
@@ -246,7 +280,8 @@ def atlas_html(data: ReportData) -> str:
     total = data.totals.get("searches") or float(frame["n_searches"].sum())
     cards = "".join(card_html(r, data, names, median, total) for r in frame.to_dict("records"))
     buttons = [("traffic", "Traffic"), ("failure", "Failure rate"),
-               ("failed", "Failed searches"), ("silhouette", "Silhouette"), ("id", "Cluster id")]
+               ("failed", "Failed searches"), ("silhouette", "Silhouette"), ("trust", "Trust"),
+               ("id", "Cluster id")]
     controls = "".join(
         f'<button data-sort="{k}" class="{"active" if k == "traffic" else ""}" '
         f"onclick=\"sortAtlas('{k}')\">{t}</button>" for k, t in buttons)
@@ -255,7 +290,11 @@ def atlas_html(data: ReportData) -> str:
              "the traffic a fix would win back. Badges compare each cluster with the median "
              "cluster (blue at or above, red below). Under each failing query, → lists the queries "
              "to suggest instead (from successful clusters) with their similarity to it; hover "
-             "over one for the full reason.</p>")
+             "over one for the full reason. <b>Trusted</b> clusters are stable under bootstrap "
+             "refits (stability, the mean best-match Jaccard, at least the configured minimum), "
+             "have a positive mean silhouette and enough queries; a <b>catch-all</b> cluster's "
+             "queries are far from its centroid and from each other. Sort by trust to see the "
+             "trusted clusters first.</p>")
     return (f'{intro}<div class="controls"><span>Sort by</span>{controls}'
             f'<input type="search" placeholder="Filter: brand, term, query…" '
             f'oninput="filterAtlas(this.value)"></div><div id="atlas-cards">{cards}</div>')
@@ -276,6 +315,10 @@ def tiles_html(data: ReportData) -> str:
     clusters = data.table("clusters")
     if clusters is not None:
         tiles.append((str(len(clusters)), "clusters"))
+        trusted = [flag(v) for v in clusters.get("trusted", pd.Series(dtype=object))]
+        if any(t is not None for t in trusted):
+            tiles.append((f"{sum(t is True for t in trusted)} of {len(clusters)}",
+                          "clusters trusted"))
     failing = data.table("failing_by_cluster")
     if failing is not None and failing["labelled"].sum():
         rate = 1 - failing["failing_queries"].sum() / failing["labelled"].sum()
@@ -317,6 +360,30 @@ def metrics_html(data: ReportData) -> str:
             else f"<td>{escape(str(r[c]))}</td>" for c in cols) + "</tr>"
         for r in wide.to_dict("records"))
     return f'<table class="kv"><tr>{head}</tr>{body}</table>{details}'
+
+
+def validation_html(data: ReportData) -> str:
+    """The cluster model's agreement with reference classes (`model_metrics`, split
+    `external` or `score_external`), or why there is none."""
+    metrics = data.table("model_metrics")
+    if metrics is None:
+        return not_available("the `model_metrics` table has no rows for this run")
+    rows = metrics[(metrics["model"] == "cluster_kmeans")
+                   & metrics["split"].isin(["external", "score_external"])]
+    if rows.empty:
+        return not_available("no reference classes (set evaluate.labels; demo logs use their "
+                             "ground truth)")
+    source = (data.facts.get("cluster", {}) if isinstance(data.facts, dict) else {}).get(
+        "external_labels", "reference classes")
+    names = {"ami": "adjusted mutual information", "nmi": "normalised mutual information",
+             "ari": "adjusted Rand index", "purity": "purity", "inverse_purity": "inverse purity",
+             "labelled_rows": "labelled queries", "label_classes": "classes",
+             "label_coverage": "labelled share of queries"}
+    values = rows.set_index("metric")["value"]
+    table = kv_table([(names[m], fmt_int(values[m]) if m in ("labelled_rows", "label_classes")
+                       else fmt_num(values[m], 3)) for m in names if m in values.index],
+                     ("metric", "value"))
+    return f"<p>Against {escape(str(source))}:</p>{table}"
 
 
 def flat(mapping: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -394,7 +461,8 @@ def render_html(data: ReportData, figures: list[RenderedFigure]) -> str:
         "atlas": atlas_html(data),
         "model": section_figures(figures, "model", paired=True) + "<h3>Metrics</h3>"
         + metrics_html(data),
-        "choice": section_figures(figures, "choice"),
+        "choice": section_figures(figures, "choice")
+        + "<h3>Agreement with reference classes</h3>" + validation_html(data),
         "run": run_html(data),
     }
     sections = "".join(f'<section id="{k}"><h2>{escape(t)}</h2>{body[k]}</section>'

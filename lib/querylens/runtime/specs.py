@@ -57,10 +57,16 @@ SPECS = (
         "mean_silhouette_sqeuclidean double, mean_silhouette_euclidean_sampled double, "
         "label string, top_terms array<string>, central_queries array<string>, "
         "top_queries array<string>, next_cluster_id int, centroid_distance_next double, "
-        "model_version int")),
+        "stability double, trusted boolean, catch_all boolean, model_version int")),
+    TableSpec("silhouette_samples", "cluster (cluster, score)", "query in the seeded silhouette "
+              "sample", cols(
+                  "query_key string, cluster_id int, silhouette double, next_cluster_id int, "
+                  "model_version int")),
     TableSpec("cluster_sweep", "cluster", "grid point", cols(
         "n_components int, n_clusters int, n_rows bigint, silhouette_euclidean_sampled double, "
-        "silhouette_sqeuclidean double, inertia double, explained_variance double")),
+        "silhouette_sqeuclidean double, inertia double, explained_variance double, "
+        "ami double, nmi double, ari double, purity double, inverse_purity double, "
+        "labelled_rows bigint")),
     TableSpec("pca_variance", "cluster", "PCA component", cols(
         "component int, explained_variance_ratio double, cumulative double")),
     TableSpec("success_labels", "success", "query", cols(

@@ -1,0 +1,161 @@
+"""How well clusterings agree with human query classes: querylens's pipeline (Normalizer ->
+PCA -> KMeans) over a grid of components, against independent baselines, on the same
+embeddings in the same run.
+
+Sets: `shop` (bench/data/shop_queries.csv: 240 hand-written shop queries in 15 classes,
+written for this benchmark, independent of the demo generator) and `demo` (the demo
+generator's catalogue, the class is its true_category; queries without one are left out).
+Each set is embedded with the bundled MiniLM on the CPU. Methods, all at k = the number of
+classes: querylens's KMeans on p PCA components for every p of the grid (`full` = every
+component, i.e. no reduction), plain KMeans on the normalised embedding, Ward and
+average-linkage cosine agglomerative clustering, and TF-IDF character n-grams + KMeans.
+Reported: adjusted mutual information (AMI) with the classes and, for the PCA grid, the
+Euclidean silhouette in the reduced space: the sweep's guidance. KMeans scores are medians
+over `--seeds` seeds.
+
+    .venv/bin/python bench/cluster_quality.py [--demo-queries 3000] [--seeds 3] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
+
+from querylens.cluster.backends import fit_kmeans_sklearn, fit_projection_sklearn
+from querylens.runtime.arrays import normalize_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOP = ROOT / "bench" / "data" / "shop_queries.csv"
+GRID = (5, 10, 20, 40, 80, 160)
+MARKERS = ("<!-- cluster-quality:begin -->", "<!-- cluster-quality:end -->")
+
+
+def shop_set() -> pd.DataFrame:
+    return pd.read_csv(SHOP)
+
+
+def demo_set(n_queries: int) -> pd.DataFrame:
+    """The demo catalogue's search texts (query plus filters, lower-cased) and categories."""
+    from pyspark.sql import SparkSession
+
+    from querylens.demo.generator import FILTER_COLUMNS, generate_catalogue
+
+    spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false") \
+        .getOrCreate()
+    rows = generate_catalogue(spark, n_queries, 7).toPandas()
+    spark.stop()
+    parts = rows[["query", *FILTER_COLUMNS]].fillna("")
+    text = parts.apply(lambda r: re.sub(r"\s+", " ", " ".join(r).lower()).strip(), axis=1)
+    out = pd.DataFrame({"query": text, "class": rows["true_category"]}).dropna()
+    return out.drop_duplicates("query").reset_index(drop=True)
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    from querylens.embed.encoders import load_encoder
+
+    return np.asarray(load_encoder("minilm", "cpu").encode(texts), dtype=np.float64)
+
+
+def median_over_seeds(fit: Callable[[int], np.ndarray], y: np.ndarray, seeds: int,
+                      space: np.ndarray | None = None) -> tuple[float, float | None]:
+    """Median AMI (and silhouette in `space`) of `fit(seed)`'s labels over the seeds."""
+    amis, sils = [], []
+    for seed in range(seeds):
+        labels = fit(seed)
+        amis.append(adjusted_mutual_info_score(y, labels))
+        if space is not None:
+            sils.append(silhouette_score(space, labels))
+    return statistics.median(amis), (statistics.median(sils) if sils else None)
+
+
+def evaluate(name: str, data: pd.DataFrame, seeds: int) -> list[dict[str, object]]:
+    texts, y = data["query"].tolist(), data["class"].to_numpy()
+    k = len(set(y))
+    started = time.perf_counter()
+    X = embed(texts)
+    embed_s = time.perf_counter() - started
+    unit = normalize_rows(X, np.float64)
+    projection = fit_projection_sklearn(X, 42)
+    rows: list[dict[str, object]] = []
+
+    def add(method: str, ami: float, silhouette: float | None = None,
+            variance: float | None = None) -> None:
+        rows.append({"set": name, "n": len(texts), "classes": k, "method": method,
+                     "ami": round(ami, 3),
+                     "silhouette": None if silhouette is None else round(silhouette, 3),
+                     "explained_variance": None if variance is None else round(variance, 3)})
+
+    for p in [*[p for p in GRID if p < min(X.shape)], min(X.shape)]:
+        Z = projection.transform(X, p)
+        ami, sil = median_over_seeds(
+            lambda s, Z=Z: fit_kmeans_sklearn(Z, k, 10, 300, 1e-4, s).labels_, y, seeds, Z)
+        label = "querylens PCA full" if p == min(X.shape) else f"querylens PCA {p}"
+        add(label + (" (default)" if p == 10 else ""), ami, sil,
+            float(projection.explained_variance_ratio_[:p].sum()))
+    add("KMeans on the normalised embedding", median_over_seeds(
+        lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)[0])
+    add("Ward agglomerative", adjusted_mutual_info_score(
+        y, AgglomerativeClustering(k, linkage="ward").fit_predict(unit)))
+    add("average-linkage cosine agglomerative", adjusted_mutual_info_score(
+        y, AgglomerativeClustering(k, metric="cosine", linkage="average").fit_predict(unit)))
+    tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).fit_transform(texts)
+    add("TF-IDF char 2-4-grams + KMeans", median_over_seeds(
+        lambda s: KMeans(k, n_init=10, random_state=s).fit(tfidf).labels_, y, seeds)[0])
+    print(f"{name}: {len(texts)} queries, {k} classes, embedded in {embed_s:.1f} s")
+    return rows
+
+
+def markdown(rows: list[dict[str, object]], command: str) -> str:
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at the end. Command: `{command}`", "",
+        "| set | queries | classes (= k) | method | AMI | silhouette | explained variance |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        cells = ["" if r[c] is None else r[c] for c in
+                 ("set", "n", "classes", "method", "ami", "silhouette", "explained_variance")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-queries", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    rows = evaluate("shop", shop_set(), args.seeds)
+    rows += evaluate("demo", demo_set(args.demo_queries), args.seeds)
+    command = ("HF_HUB_OFFLINE=1 .venv/bin/python bench/cluster_quality.py "
+               f"--demo-queries {args.demo_queries} --seeds {args.seeds}")
+    table = markdown(rows, command)
+    print(table)
+    print(json.dumps(rows))
+    if args.write:
+        path = ROOT / "docs" / "BENCHMARKS.md"
+        text = path.read_text()
+        begin, end = MARKERS
+        block = f"{begin}\n{table}{end}"
+        if begin in text:
+            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+        else:
+            text += f"\n## Cluster quality against human classes\n\n{block}\n"
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
