@@ -176,7 +176,7 @@ def test_personal_data_is_redacted(raw: str, expected: str) -> None:
 
 def test_redactions_are_counted(spark: SparkSession, config: Config, tmp_path: Path) -> None:
     extra = [event("bag for ann@example.com", "s9", 1), event("bag for bob@example.org", "s9", 2),
-             event("ring me 07700 900123", "s9", 3)]
+             event("ring me 07911 123456", "s9", 3)]
     schema = events_df(spark).schema
     spark.createDataFrame(EVENTS + extra, schema).write.parquet(str(tmp_path / "pii"))
     cfg = config_for(config, format="parquet", path=tmp_path / "pii")

@@ -93,7 +93,9 @@ def synthetic_run(seed: int = 0) -> dict[str, pd.DataFrame]:
             "top_terms": [noun, "women", "new"], "label": f"{noun} · women",
             "central_queries": g.nsmallest(3, "distance")["query"].tolist(),
             "top_queries": g.nlargest(3, "n_searches")["query"].tolist(),
-            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0])})
+            "next_cluster_id": int(g["next_cluster_id"].mode().iloc[0]),
+            "stability": 0.4 if cid == 2 else 0.95, "trusted": bool(cid != 2),
+            "catch_all": bool(cid == 2)})
         success.append({"cluster_id": int(cid), "n_queries": len(g),
                         "success_rate": float(g["success"].mean())})
     ok = q[q["success"]]
@@ -114,6 +116,8 @@ def synthetic_run(seed: int = 0) -> dict[str, pd.DataFrame]:
     metrics = [(m, "test", metric, v) for m, metric, v in [
         ("nn", "roc_auc", 0.91), ("nn", "brier", 0.12), ("logistic_regression", "roc_auc", 0.85),
         ("cluster_rate", "roc_auc", 0.7), ("majority", "roc_auc", 0.5)]]
+    metrics += [("cluster_kmeans", "external", "ami", 0.6123),
+                ("cluster_kmeans", "external", "inverse_purity", 0.75)]
     return {
         "queries": q[["query_key", "query", "n_searches", "n_sessions", "clicks", "add_to_bags",
                       "purchases", "searches_with_click"]],
@@ -214,12 +218,18 @@ def test_atlas_has_one_card_per_cluster_with_its_numbers(full):
         first = recs[(recs["query_key"] == failing["query_key"].iloc[0]) & (recs["rank"] == 1)]
         assert first["rec_query"].iloc[0] in card
         assert "success" in card and "women" in card
+        assert ('class="badge catchall"' in card) == (cid == 2)
+        assert ('class="badge trusted"' in card) == (cid != 2)
+        assert ('class="badge untrusted"' in card) == (cid == 2)
+    assert "2 of 3</b><span>clusters trusted" in html
 
 
 def test_report_runs_summary_and_metrics(full):
     _, html, _ = full
     for text in ["cluster_sweep_stage", "9.2 s", "logistic_regression", "0.850", "test-model",
-                 'onclick="sortAtlas(\'failure\')"', "90</b><span>distinct queries"]:
+                 'onclick="sortAtlas(\'failure\')"', "90</b><span>distinct queries",
+                 'onclick="sortAtlas(\'trust\')"', "Agreement with reference classes",
+                 "adjusted mutual information</td><td class=\"\">0.612", "inverse purity"]:
         assert text in html, text
 
 
@@ -241,7 +251,7 @@ def test_missing_tables_degrade_to_notes(spark: SparkSession, config: Config, tm
     assert "ingest" in html and "running" in html
 
 
-def test_report_job_rebuilds_any_run_from_an_empty_catalog(
+def test_report_job_refuses_a_run_that_does_not_exist(
     spark: SparkSession, config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     spark.sql("CREATE DATABASE IF NOT EXISTS report_bare")
@@ -249,11 +259,12 @@ def test_report_job_rebuilds_any_run_from_an_empty_catalog(
                  f"run.metastore_dir={config.run.metastore_dir}", "run.database=report_bare",
                  f"run.output_dir={tmp_path}"]
     assert main(["report", "--run-id", "nothing-here",
-                 *[a for o in overrides for a in ("--set", o)]]) == 0
-    printed = capsys.readouterr().out.strip()
-    assert printed == f"report: {(tmp_path / 'nothing-here' / 'report.html').resolve()}"
-    html = (tmp_path / "nothing-here" / "report.html").read_text()
-    assert "the `clusters` table has no rows for this run" in html
+                 *[a for o in overrides for a in ("--set", o)]]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("querylens report: error: run nothing-here does not exist in "
+                            "report_bare.runs")
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "nothing-here").exists()
     assert main(["report"]) == 2
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from querylens.runtime.config import Config, load_config
 from querylens.runtime.errors import QuerylensError
+from querylens.runtime.tables import require_run_id
 
 
 def parse(job: str, argv: list[str]) -> tuple[Config, argparse.Namespace]:
@@ -18,6 +19,8 @@ def parse(job: str, argv: list[str]) -> tuple[Config, argparse.Namespace]:
                         help="override one config value; repeatable")
     parser.add_argument("--run-id", help="run id to write (or, for a single stage, to continue)")
     args = parser.parse_args(argv)
+    if args.run_id is not None:
+        require_run_id(args.run_id)
     return load_config(args.conf, args.set), args
 
 

@@ -33,6 +33,9 @@ def stage_job(stage: str) -> Callable[[Config, argparse.Namespace], None]:
         if stage != "ingest" and not args.run_id:
             raise ConfigError(f"the {stage} job needs --run-id of a run whose ingest has run")
         run = start_run(config, args)
+        if stage == "report" and run.recorded() is None:
+            raise ConfigError(f"run {run.run_id} does not exist in {run.database}.runs: "
+                              f"nothing to report (run the pipeline first)")
         run_pipeline(run, [stage])
         log.info("run id: %s", run.run_id)
         if stage == "report":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from querylens.runtime.config import Config, ConfigError, load_config
+from querylens.runtime.config import Config, ConfigError, load_config, mask_assignment, mask_value
 from querylens.runtime.errors import SubmitError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -483,9 +483,16 @@ def describe(plan: Plan) -> str:
         f"  package      {artefact(plan.package, 'not built (dry run)')}",
         f"  environment  {artefact(plan.env, env_note)}",
         f"  config       {plan.config or 'built-in defaults'}",
-        f"  command      {shlex.join(plan.command)}",
+        f"  command      {shlex.join(masked_command(plan.command))}",
     ]
     return "\n".join(lines)
+
+
+def masked_command(command: list[str]) -> list[str]:
+    """`command` as it may be printed: the values of `--conf` and `--set` settings that look
+    secret, and credentials in any argument, masked (see `runtime.config.mask_secrets`)."""
+    return [mask_assignment(arg) if i and command[i - 1] in ("--conf", "--set")
+            else mask_value(arg) for i, arg in enumerate(command)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class IngestStats:
     ubi: dict[str, Any] = field(default_factory=dict)
     interactions: bool = True
     bad_row_samples: list[str] = field(default_factory=list)
+    skipped_files: int = 0
 
 
 def read_events(
@@ -57,7 +58,7 @@ def read_events(
     if config.format == "ubi":
         return read_ubi(spark, config, malformed, facts)
     samples = facts.setdefault("malformed_samples", [])
-    return standardize(read_raw(spark, config, malformed, samples), config, facts)
+    return standardize(read_raw(spark, config, malformed, samples, facts), config, facts)
 
 
 def aggregate_queries(events: DataFrame, config: InputConfig, normalize: NormalizeConfig
@@ -137,6 +138,7 @@ def ingest(
         ubi=with_event_ledger(facts.get("ubi", {}), counts, malformed),
         interactions=facts.get("interactions", True),
         bad_row_samples=facts.get("malformed_samples", []),
+        skipped_files=facts.get("skipped_files", 0),
         **{c: int(totals[c] or 0) for c in FLAGS},
     )
     for line in ledger_lines(stats):

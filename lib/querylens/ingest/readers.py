@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import operator
+import os
 import re
 from functools import reduce
 from pathlib import Path
@@ -12,11 +13,11 @@ from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from querylens.runtime.config import ColumnsConfig, InputConfig
+from querylens.runtime.config import ColumnsConfig, InputConfig, mask_value
 from querylens.runtime.errors import InputError
 
 COUNT_COLUMNS = ("clicks", "add_to_bags", "purchases")
@@ -31,10 +32,13 @@ log = logging.getLogger("querylens")
 
 
 def read_raw(
-    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str]
+    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str],
+    facts: dict[str, Any] | None = None,
 ) -> DataFrame:
     """The input's rows as Spark reads them. CSV rows that do not parse are dropped, counted
-    into `malformed["input.path"]` and the first `MALFORMED_SAMPLES` kept in `samples`."""
+    into `malformed["input.path"]` and the first `MALFORMED_SAMPLES` kept in `samples`; files of
+    a CSV or Parquet folder that are not data files are skipped and counted into
+    `facts["skipped_files"]` (see `data_files`)."""
     try:
         if config.format == "table":
             if not config.table:
@@ -43,10 +47,14 @@ def read_raw(
                 raise InputError(f"input table not found: {config.table}")
             return spark.table(config.table)
         require_path(config.path, "input.path")
+        paths, skipped = data_files(config)
+        if facts is not None:
+            facts["skipped_files"] = len(skipped)
         if config.format == "csv":
-            raw = read_csv(spark, config, malformed, samples)
+            raw = read_csv(spark, config, malformed, samples, paths)
         else:
-            raw = spark.read.parquet(config.path)
+            raw = file_reader(spark, config, paths).parquet(
+                *([paths] if isinstance(paths, str) else paths))
     except SPARK_ERRORS as exc:
         raise InputError(f"cannot read {describe(config)}: {spark_message(exc)}"
                          f"{suspect_files(config)}") from exc
@@ -61,20 +69,23 @@ CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
 
 
 def read_csv(
-    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str]
+    spark: SparkSession, config: InputConfig, malformed: dict[str, int], samples: list[str],
+    paths: str | list[str] | None = None,
 ) -> DataFrame:
     """Every column as text under the header's names (`input.options` over RFC 4180 defaults);
     rows with the wrong number of fields or an unclosed quote are counted and dropped.
 
     Spark flags such rows only when it parses every column, so the parsed rows are cached
-    when the session prunes CSV columns (`runtime.session` turns that off)."""
+    when the session prunes CSV columns (`runtime.session` turns that off). `paths` (default
+    `input.path`) are the files `data_files` keeps."""
     options = config.csv_options()
-    columns = spark.read.options(**options).csv(config.path).columns
+    paths = config.path if paths is None else paths
+    columns = file_reader(spark, config, paths).options(**options).csv(paths).columns
     if not columns:
         return spark.createDataFrame([], T.StructType([]))
     schema = T.StructType([T.StructField(c, T.StringType()) for c in [*columns, BAD_ROW]])
-    parsed = (spark.read.options(**options).schema(schema)
-              .options(mode="PERMISSIVE", columnNameOfCorruptRecord=BAD_ROW).csv(config.path))
+    parsed = (file_reader(spark, config, paths).options(**options).schema(schema)
+              .options(mode="PERMISSIVE", columnNameOfCorruptRecord=BAD_ROW).csv(paths))
     if str(spark.conf.get(CSV_PRUNING, "true")).lower() != "false":
         parsed = parsed.cache()
     bad = parsed.agg(F.count(BAD_ROW).alias("bad"), F.count(quoted(columns[0]))).first()
@@ -87,6 +98,71 @@ def read_csv(
                     "(wrong number of fields or an unclosed quote), e.g. %s", config.path,
                     bad["bad"], len(columns), "; ".join(repr(s) for s in samples))
     return parsed.where(F.col(BAD_ROW).isNull()).drop(BAD_ROW)
+
+
+DATA_SUFFIXES = {"csv": (".csv", ".tsv", ".psv", ".dat"), "parquet": (".parquet", ".parq", ".pq")}
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".snappy", ".deflate", ".xz", ".zstd")
+PARTITION_DIR = re.compile(r"^[^=]+=.*$")
+
+
+def is_data_file(name: str, file_format: str) -> bool:
+    """True for a name with one of the format's `DATA_SUFFIXES` (optionally compressed, as in
+    `part-0.csv.gz`) or with no suffix at all (Hive's `000000_0`); `README.txt`, `x.csv~`,
+    `x.csv.bak`, `x.json` are not data files."""
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSION_SUFFIXES:
+        path = path.with_suffix("")
+        suffix = path.suffix.lower()
+    return suffix == "" or suffix in DATA_SUFFIXES[file_format]
+
+
+def hidden(name: str) -> bool:
+    """Names Spark itself ignores: `_SUCCESS`, `.crc` files, `_temporary` folders."""
+    return name.startswith(("_", "."))
+
+
+def data_files(config: InputConfig) -> tuple[str | list[str], list[str]]:
+    """The paths to read for a local CSV or Parquet folder and the files skipped: files that
+    are not data files (`is_data_file`) are left out, counted and logged; a data file beside
+    `name=value` partition folders (which Spark would not read as part of any partition) is an
+    `InputError`. `input.path` itself when nothing is skipped, it is a file or not local, or
+    `input.options.pathGlobFilter` chooses the files."""
+    root = Path(config.path)
+    chosen = any(k.lower() == "pathglobfilter" for k in config.options)
+    if "://" in config.path or not root.is_dir() or (config.format == "csv" and chosen):
+        return config.path, []
+    keep: list[str] = []
+    skipped: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not hidden(d))
+        names = sorted(f for f in files if not hidden(f))
+        data = [f for f in names if is_data_file(f, config.format)]
+        partitions = [d for d in dirs if PARTITION_DIR.match(d)]
+        if data and partitions:
+            raise InputError(
+                f"input.path {config.path}: {Path(folder, data[0])} sits beside partition "
+                f"folders ({partitions[0]}, ...), so it has no "
+                f"{partitions[0].split('=')[0]} value; move it into a partition folder or out "
+                f"of input.path")
+        keep += [str(Path(folder, f)) for f in data]
+        skipped += [str(Path(folder, f)) for f in names if f not in data]
+    if not skipped:
+        return config.path, []
+    log.warning("input.path %s: skipped %d files that are not %s data files (by name: %s), "
+                "e.g. %s", config.path, len(skipped), config.format,
+                "/".join(DATA_SUFFIXES[config.format]), ", ".join(skipped[:5]))
+    if not keep:
+        raise InputError(f"input.path {config.path} holds no {config.format} data files (only "
+                         f"{', '.join(skipped[:5])})")
+    return keep, skipped
+
+
+def file_reader(spark: SparkSession, config: InputConfig, paths: str | list[str]
+                ) -> DataFrameReader:
+    """A reader for `paths`: given a list of files, partition columns are still inferred from
+    the folders below `input.path` (`basePath`)."""
+    return spark.read if isinstance(paths, str) else spark.read.option("basePath", config.path)
 
 
 def shorten(text: str, limit: int = 200) -> str:
@@ -279,7 +355,8 @@ def suspect_files(config: InputConfig) -> str:
     if config.format != "parquet" or "://" in config.path or not root.exists():
         return ""
     files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+        p for p in root.rglob("*")
+        if p.is_file() and not hidden(p.name) and is_data_file(p.name, "parquet"))
     bad = [str(p) for p in files if not_parquet(p)]
     if not bad:
         return ""
@@ -292,7 +369,7 @@ def describe(config: InputConfig) -> str:
         return f"table {config.table}"
     if config.format == "ubi":
         return f"UBI {config.ubi_queries_path} + {config.ubi_events_path}"
-    return f"{config.format} {config.path}"
+    return f"{config.format} {mask_value(config.path)}"
 
 
 FILE_IN_MESSAGE = re.compile(r"(?:file:)?(/[^\s,;:'\"]+?\.(?:parquet|csv|json|orc)\b[^\s,;:'\"]*)")

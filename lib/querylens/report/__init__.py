@@ -14,6 +14,8 @@ from querylens.report.data import ReportData, load_report_data
 from querylens.report.figures import FigureOptions, RenderedFigure, render_figures
 from querylens.report.html import render_html
 from querylens.runtime.config import Config
+from querylens.runtime.errors import ConfigError
+from querylens.runtime.tables import require_run_id
 
 log = logging.getLogger("querylens")
 
@@ -23,7 +25,12 @@ __all__ = ["REPORT_FILE", "ReportData", "build_report", "load_report_data", "rep
 
 
 def report_dir(config: Config, run_id: str) -> Path:
-    """The folder holding `run_id`'s report and its PNGs: `run.output_dir/run_id`."""
+    """The folder holding `run_id`'s report and its PNGs: `run.output_dir/run_id` (a run id
+    that is not a valid one, or would name a folder outside `run.output_dir`, is refused)."""
+    root = Path(config.run.output_dir).resolve()
+    out = (root / require_run_id(run_id)).resolve()
+    if out.parent != root:
+        raise ConfigError(f"run id {run_id!r} names a folder outside {root}")
     return Path(config.run.output_dir) / run_id
 
 

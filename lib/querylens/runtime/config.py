@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
+from querylens.runtime.constraints import check_bounds
 from querylens.runtime.errors import ConfigError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -125,6 +126,7 @@ class NormalizeConfig:
     lowercase: bool = True
     max_chars: int = 512
     redact_pii: bool = True
+    phone_regions: list[str] = dataclasses.field(default_factory=lambda: ["GB", "US"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +166,8 @@ class ClusterConfig:
     n_exemplars: int = 5
     n_terms: int = 10
     label_terms: int = 3
+    label_min_df: int = 2
+    stop_words: list[str] = dataclasses.field(default_factory=list)
     sweep: bool = True
     sweep_components: list[int] = dataclasses.field(
         default_factory=lambda: [5, 10, *range(20, 220, 20)]
@@ -177,6 +181,11 @@ class ClusterConfig:
     silhouette_sample_size: int = 10_000
     stability_seeds: list[int] = dataclasses.field(default_factory=lambda: [7, 1234])
     stability_sample_size: int = 20_000
+    stability_bootstraps: int = 20
+    stability_bootstrap_sample_size: int = 2000
+    trust_min_stability: float = 0.75
+    trust_min_size: int = 10
+    catch_all_ratio: float = 1.25
     compare_backends: bool = False
     bad_embeddings: Literal["error", "drop"] = "error"
     model_dir: str | None = None
@@ -231,6 +240,16 @@ class RecommendConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Reference classes for external validation: a CSV path or catalog table of (query,
+    class); null uses the demo ground truth when it exists."""
+
+    labels: str | None = None
+    query_column: str = "query"
+    class_column: str = "class"
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig:
     projection: Literal["tsne", "pca"] = "tsne"
     map_sample: int = 2000
@@ -253,10 +272,13 @@ class Config:
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     success: SuccessConfig = dataclasses.field(default_factory=SuccessConfig)
     recommend: RecommendConfig = dataclasses.field(default_factory=RecommendConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def validate(self) -> Config:
-        """Check cross-field rules that types alone cannot express."""
+        """Check every numeric key against its declared bounds (`runtime.constraints.BOUNDS`)
+        and the cross-field rules that types alone cannot express."""
+        check_bounds(self)
         require_identifier("run.database", self.run.database)
         bad_points = sorted(set(self.run.fail_first_attempt) - {"embed", "score"})
         if bad_points:
@@ -264,6 +286,7 @@ class Config:
                 f"run.fail_first_attempt values must be embed or score, got {bad_points[0]!r}"
             )
         validate_input(self.input)
+        validate_normalize(self.normalize)
         if self.cluster.n_clusters < 2:
             raise ConfigError(f"cluster.n_clusters must be >= 2, got {self.cluster.n_clusters}")
         if self.cluster.n_components < 1:
@@ -304,6 +327,16 @@ def validate_input(i: InputConfig) -> None:
     i.csv_options()
 
 
+def validate_normalize(n: NormalizeConfig) -> None:
+    """The normalize section: phone regions are ISO 3166 codes `phonenumbers` knows."""
+    import phonenumbers
+
+    bad = [r for r in n.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+    if bad:
+        raise ConfigError(f"normalize.phone_regions must be two-letter region codes such as GB "
+                          f"or US, got {bad}")
+
+
 def validate_embed(e: EmbedConfig) -> None:
     """The embed section: a model is named and the fallback differs from it."""
     if not e.model.strip():
@@ -319,13 +352,17 @@ def validate_cluster(c: ClusterConfig) -> None:
     for key, value, low in [
         ("n_init", c.n_init, 1), ("max_iter", c.max_iter, 1), ("init_steps", c.init_steps, 1),
         ("n_exemplars", c.n_exemplars, 1), ("n_terms", c.n_terms, 1),
-        ("label_terms", c.label_terms, 1), ("sweep_n_init", c.sweep_n_init, 1),
+        ("label_terms", c.label_terms, 1), ("label_min_df", c.label_min_df, 1),
+        ("sweep_n_init", c.sweep_n_init, 1),
         ("sweep_full_n_init", c.sweep_full_n_init, 1),
         ("sweep_full_n_init_components", c.sweep_full_n_init_components, 0),
         ("sweep_silhouette_sample_size", c.sweep_silhouette_sample_size, 2),
         ("sweep_sample_size", c.sweep_sample_size, 2),
         ("silhouette_sample_size", c.silhouette_sample_size, 2),
         ("stability_sample_size", c.stability_sample_size, 2),
+        ("stability_bootstraps", c.stability_bootstraps, 0),
+        ("stability_bootstrap_sample_size", c.stability_bootstrap_sample_size, 2),
+        ("trust_min_size", c.trust_min_size, 1),
         ("auto_max_rows", c.auto_max_rows, 1),
         ("fit_sample_size", c.fit_sample_size if c.fit_sample_size is not None else 2, 2),
     ]:
@@ -333,6 +370,11 @@ def validate_cluster(c: ClusterConfig) -> None:
             raise ConfigError(f"cluster.{key} must be >= {low}, got {value}")
     if c.tol < 0:
         raise ConfigError(f"cluster.tol must be >= 0, got {c.tol}")
+    if not 0.0 <= c.trust_min_stability <= 1.0:
+        raise ConfigError(
+            f"cluster.trust_min_stability must be in [0, 1], got {c.trust_min_stability}")
+    if c.catch_all_ratio <= 0:
+        raise ConfigError(f"cluster.catch_all_ratio must be > 0, got {c.catch_all_ratio}")
     if c.sweep and (not c.sweep_components or not c.sweep_clusters):
         raise ConfigError(
             "cluster.sweep_components and cluster.sweep_clusters must be non-empty when "
@@ -425,11 +467,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set `section.key=value` in `data`, parsing the value as YAML."""
+    """Set `section.key=value` in `data`, parsing the value as YAML. Inside a mapping-typed
+    key (`spark.conf`, `input.options`) the rest of the dotted key is one entry's name:
+    `spark.conf.spark.executor.memory=8g` sets `spark.executor.memory` in `spark.conf`."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = override_path(key.strip(), item)
     node = data
     for part in parents:
         node = node.setdefault(part, {})
@@ -440,6 +484,43 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     except yaml.YAMLError as exc:
         problem = str(exc).strip().splitlines()[0]
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from exc
+
+
+def override_path(key: str, item: str) -> list[str]:
+    """The path of dotted `key` through `Config`: split at every dot down to a mapping-typed
+    key, whose entry name keeps its dots; a key below a plain value is a `ConfigError`."""
+    parts = key.split(".")
+    node: Any = Config
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            break
+        hint = typing.get_type_hints(node).get(part)
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(options) == 1:
+            hint = options[0]
+        rest = parts[i + 1:]
+        if typing.get_origin(hint) is dict:
+            return [*parts[:i + 1], ".".join(rest)] if rest else parts
+        if hint is not None and rest and not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is a single "
+                              f"value, not a section or a mapping")
+        node = hint
+    return parts
+
+
+def flat_entries(value: dict[Any, Any], key: str) -> dict[str, str]:
+    """A mapping-typed key's entries as text, nested mappings joined into dotted names
+    (`{spark: {executor.memory: 8g}}` -> `{spark.executor.memory: 8g}`); a list is refused."""
+    out: dict[str, str] = {}
+    for name, entry in value.items():
+        if isinstance(entry, dict):
+            out.update({f"{name}.{k}": v for k, v in flat_entries(entry, f"{key}.{name}").items()})
+        elif isinstance(entry, list):
+            raise ConfigError(f"{key}.{name} must be a single value (Spark settings are text: "
+                              f"write a list as one comma-separated string), got {entry!r}")
+        else:
+            out[str(name)] = str(entry).lower() if isinstance(entry, bool) else str(entry)
+    return out
 
 
 def build(cls: type, data: Any, prefix: str) -> Any:
@@ -480,8 +561,7 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in value.items()}
+        return flat_entries(value, key)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -505,22 +585,82 @@ def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access[._-]?key", re.I)
+MASK = "***"
+SECRET_KEY = re.compile(
+    r"secret|password|passw(or)?d|pwd|token|credential|access[._-]?key|api[._-]?key|private[._-]?key"
+    r"|account[._-]?key|sas[._-]?(token|key)|(^|\.)sas\.|(^|[._-])(key|sig|signature|auth)$"
+    r"|authorization|bearer|jaas\.config",
+    re.I,
+)
+URL_CREDENTIALS = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
+URL_SECRET_PARAM = re.compile(
+    r"((?:^|[?&;\s])(?:password|passwd|pwd|secret|token|access_token|sig|signature|api[_-]?key"
+    r"|apikey|key|private_key|client_secret|sas)=)([^&;\s]+)", re.I)
+KEY_LIKE_VALUES = (
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"^\??(?=(.*&)?sv=\d{4}-\d\d-\d\d(&|$))(?=(.*&)?sig=[^&])"),
+    re.compile(r"^(AKIA|ASIA)[0-9A-Z]{16}$|^AIza[0-9A-Za-z_-]{30,}$|^(sk|pk|rk)-[A-Za-z0-9_-]{16,}$"
+               r"|^(ghp|gho|ghs|github_pat|xox[abprs])[-_][A-Za-z0-9_-]{16,}$"),
+)
+KEY_LIKE_TOKEN = re.compile(r"^[A-Za-z0-9+/]{32,}={0,2}$")
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    """The config as plain data for the run manifest, with secret-looking values masked."""
+    """The config as plain data for the run manifest, with secrets masked (`mask_secrets`)."""
     return mask_secrets(dataclasses.asdict(config))
 
 
 def mask_secrets(data: Any) -> Any:
-    """Replace the values of secret-looking keys (at any depth) with '***'."""
+    """`data` (at any depth) with secrets replaced by '***': the values of secret-looking keys
+    (`SECRET_KEY`: passwords, tokens, access / account / private / API keys, SAS tokens) and
+    secret-looking values whatever their key (`mask_value`)."""
     if isinstance(data, dict):
-        return {k: "***" if SECRET_KEY.search(str(k)) and v is not None else mask_secrets(v)
-                for k, v in data.items()}
+        return {k: mask_setting(str(k), v) for k, v in data.items()}
     if isinstance(data, list):
         return [mask_secrets(v) for v in data]
+    if isinstance(data, str):
+        return mask_value(data)
     return data
+
+
+def mask_setting(key: str, value: Any) -> Any:
+    """`value` masked as the value of `key` is: wholly for a secret-looking key, else by shape."""
+    if value is not None and SECRET_KEY.search(key):
+        return MASK
+    return mask_secrets(value)
+
+
+def mask_value(text: str) -> str:
+    """`text` with URL credentials (`jdbc:...://user:***@`), secret URL parameters
+    (`password=***`, `sig=***`) masked; wholly masked when it looks like a key itself (a PEM
+    private key, a SAS token, a cloud API key, a long random token)."""
+    if any(p.search(text) for p in KEY_LIKE_VALUES) or looks_random(text):
+        return MASK
+    text = URL_CREDENTIALS.sub(rf"\1{MASK}\3", text)
+    return URL_SECRET_PARAM.sub(rf"\1{MASK}", text)
+
+
+def looks_random(text: str) -> bool:
+    """A 32+ character base64 token mixing upper case, lower case and digits (an account key
+    or a secret access key); hex digests and names with `-`, `_` or `.` do not qualify."""
+    return (KEY_LIKE_TOKEN.match(text) is not None and any(c.isupper() for c in text)
+            and any(c.islower() for c in text) and any(c.isdigit() for c in text))
+
+
+def mask_assignment(item: str) -> str:
+    """A `key=value` setting (a `--conf` or `--set` argument) with its value masked; a YAML
+    mapping or list value (`--set 'spark.conf={...}'`) is masked entry by entry."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        return mask_value(item)
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return f"{key}={MASK}"
+        masked = yaml.safe_dump(mask_secrets(parsed), default_flow_style=True, width=10**6)
+        return f"{key}={mask_setting(key, masked.strip())}"
+    return f"{key}={mask_setting(key, value)}"
 
 
 def validate_report(r: ReportConfig) -> None:

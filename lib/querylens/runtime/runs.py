@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,13 +17,23 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from querylens.runtime.config import Config, ConfigError, to_dict
-from querylens.runtime.tables import qualified, read_run_table, table_exists, write_run_table
+from querylens.runtime.config import Config, to_dict
+from querylens.runtime.specs import TABLES
+from querylens.runtime.tables import (
+    RUN_ID,
+    clear_run_table,
+    qualified,
+    read_run_table,
+    require_run_id,
+    table_exists,
+    write_run_table,
+)
 
 log = logging.getLogger("querylens")
 
 TABLE = "runs"
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+__all__ = ["RUN_ID", "Run", "completed_run_ids", "completed_runs", "latest_completed_run",
+           "publish_latest_views", "require_run_id"]
 LATEST_SUFFIX = "_latest"
 
 
@@ -64,12 +73,12 @@ class Run:
     counts: dict[str, int] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
 
+    written: set[str] = field(default_factory=set, repr=False)
+    """Tables (and `model_metrics` models, as `model_metrics:<model>`) written by this
+    process since `begin_writes`; not recorded."""
+
     def __post_init__(self) -> None:
-        if not RUN_ID.match(self.run_id):
-            raise ConfigError(
-                f"run id must be 1-128 of [A-Za-z0-9_.:-] starting with a letter or digit, "
-                f"got {self.run_id!r}"
-            )
+        require_run_id(self.run_id)
 
     @classmethod
     def open(cls, spark: SparkSession, config: Config, run_id: str | None = None) -> Run:
@@ -118,6 +127,7 @@ class Run:
         """Write this run's rows of `table` (checked against its spec) and record the count."""
         rows = write_run_table(df, self.database, table, self.run_id, self.config.run.table_format)
         self.counts[table] = rows
+        self.written.add(table)
         log.info("[%s] wrote %s rows to %s.%s", self.run_id, rows, self.database, table)
         return rows
 
@@ -137,7 +147,55 @@ class Run:
                 raise ValueError(f"metric {model}/{split}/{metric} is {value}; leave it out")
             kept[(model, split, metric)] = float(value)
         records = [(*key, value) for key, value in sorted(kept.items())]
+        self.written.update(f"{METRICS_TABLE}:{model}" for model in models)
         return self.write(METRICS_TABLE, self.spark.createDataFrame(records, METRICS_SCHEMA))
+
+    def begin_writes(self) -> None:
+        """Start tracking what a stage writes (`finish_writes` clears what it did not)."""
+        self.written = set()
+
+    def finish_writes(self, stage: str, tables: tuple[str, ...]) -> list[str]:
+        """Clear this run's rows of every table in `tables` (a stage's `writes`) that the stage
+        did not write since `begin_writes`; return the tables cleared.
+
+        So a rerun replaces all of the run's rows of a stage's tables, also those it now writes
+        nothing to (a sweep turned off, a skipped stage): their rows are removed and the table
+        leaves the run's `counts`, so its `_latest` view shows an older run that wrote it.
+        `model_metrics` is shared: only the rows of the models this stage wrote before (kept in
+        the facts under `model_metrics`) and not this time are removed.
+        """
+        cleared: list[str] = []
+        for table in tables:
+            if table == METRICS_TABLE:
+                if self._finish_metrics(stage):
+                    cleared.append(table)
+            elif table not in self.written and table in TABLES and TABLES[table].per_run:
+                if clear_run_table(self.spark, self.database, table, self.run_id):
+                    cleared.append(table)
+                self.counts.pop(table, None)
+        if cleared:
+            log.info("[%s] %s: cleared the run's rows of %s (not written this time)",
+                     self.run_id, stage, ", ".join(cleared))
+        return cleared
+
+    def _finish_metrics(self, stage: str) -> bool:
+        prefix = f"{METRICS_TABLE}:"
+        models = sorted(t.removeprefix(prefix) for t in self.written if t.startswith(prefix))
+        owners = self.facts.setdefault(METRICS_TABLE, {})
+        stale = set(owners.get(stage, [])) - set(models)
+        if models:
+            owners[stage] = models
+        else:
+            owners.pop(stage, None)
+        if not stale or not table_exists(self.spark, self.database, METRICS_TABLE):
+            return False
+        kept = [tuple(r) for r in self.read(METRICS_TABLE).select("model", "split", "metric",
+                                                                   "value").collect()
+                if r["model"] not in stale]
+        self.write(METRICS_TABLE, self.spark.createDataFrame(kept, METRICS_SCHEMA))
+        if not kept:
+            self.counts.pop(METRICS_TABLE, None)
+        return True
 
     def record(self, status: str) -> None:
         """Write this run's row of the `runs` manifest."""
@@ -190,24 +248,48 @@ def latest_completed_run(spark: SparkSession, database: str) -> str | None:
     return ids[0] if ids else None
 
 
-def publish_latest_views(spark: SparkSession, database: str) -> dict[str, str]:
-    """Point `<table>_latest` at the newest completed run that wrote `table`; return the map.
+VIEW_COMMENT = "querylens latest v2: rows of the newest completed run that wrote {table}"
 
-    Views of tables that no completed run wrote are dropped, so a reader of `*_latest` never
-    sees a run that is running, failed or was killed.
+
+def latest_view_sql(database: str, table: str) -> str:
+    """`CREATE OR REPLACE VIEW <table>_latest`: the rows of `table` whose run is the newest
+    completed run (by `finished_at`, then run id) whose `runs.counts_json` lists `table`.
+
+    The view is defined over `runs`, not pinned to a run id, so the one `runs` row update that
+    records a run `completed` (or `failed`) moves every view at once."""
+    runs = qualified(database, TABLE)
+    return (
+        f"CREATE OR REPLACE VIEW {qualified(database, table + LATEST_SUFFIX)} "
+        f"COMMENT '{VIEW_COMMENT.format(table=table)}' AS "
+        f"SELECT * FROM {qualified(database, table)} WHERE run_id = ("
+        f"SELECT max_by(run_id, struct(finished_at, run_id)) FROM {runs} "
+        f"WHERE status = 'completed' "
+        f"AND get_json_object(counts_json, '$.{table}') IS NOT NULL)"
+    )
+
+
+def publish_latest_views(spark: SparkSession, database: str) -> dict[str, str]:
+    """Make sure `<table>_latest` exists for every table a completed run wrote; return the map
+    table -> the run its view shows now.
+
+    The views are defined over `runs` (`latest_view_sql`), so they move when a run's row is
+    recorded, all at once; this only creates the views of tables that have none yet (or an
+    older, run-pinned definition) and drops the views of tables no completed run wrote, so a
+    reader of `*_latest` never sees a run that is running, failed or was killed.
     """
     targets: dict[str, str] = {}
     for run_id, counts in completed_runs(spark, database):
         for table in counts:
             targets.setdefault(table, run_id)
-    for table, run_id in sorted(targets.items()):
-        if table_exists(spark, database, table):
-            spark.sql(
-                f"CREATE OR REPLACE VIEW {qualified(database, table + LATEST_SUFFIX)} AS "
-                f"SELECT * FROM {qualified(database, table)} WHERE run_id = '{run_id}'"
-            )
-    for view in spark.catalog.listTables(database):
-        base = view.name.removesuffix(LATEST_SUFFIX)
-        if view.tableType == "VIEW" and view.name.endswith(LATEST_SUFFIX) and base not in targets:
-            spark.sql(f"DROP VIEW IF EXISTS {qualified(database, view.name)}")
+    listed = {t.name: t for t in spark.catalog.listTables(database)}
+    for table in sorted(targets):
+        view = listed.get(table + LATEST_SUFFIX)
+        current = view is not None and view.tableType == "VIEW" and (
+            view.description == VIEW_COMMENT.format(table=table))
+        if table in listed and not current:
+            spark.sql(latest_view_sql(database, table))
+    for name, view in listed.items():
+        base = name.removesuffix(LATEST_SUFFIX)
+        if view.tableType == "VIEW" and name.endswith(LATEST_SUFFIX) and base not in targets:
+            spark.sql(f"DROP VIEW IF EXISTS {qualified(database, name)}")
     return targets

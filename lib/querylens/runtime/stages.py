@@ -32,13 +32,18 @@ class Stage:
         return self.skip(run) if self.skip is not None else None
 
     def execute(self, run: Run) -> None:
-        """Run the stage, or record `{"skipped": reason}` as its facts and write nothing."""
+        """Run the stage, or record `{"skipped": reason}` as its facts and write nothing.
+
+        Either way the run's rows of every table in `writes` that the stage did not write
+        this time are removed (`Run.finish_writes`), so a rerun leaves no stale rows."""
         reason = self.skip_reason(run)
+        run.begin_writes()
         if reason is None:
             self.run(run)
-            return
-        log.warning("[%s] %s: skipped: %s", run.run_id, self.name, reason)
-        run.facts[self.name] = {"skipped": reason}
+        else:
+            log.warning("[%s] %s: skipped: %s", run.run_id, self.name, reason)
+            run.facts[self.name] = {"skipped": reason}
+        run.finish_writes(self.name, self.writes)
 
 
 def without_interactions(run: Run) -> str | None:

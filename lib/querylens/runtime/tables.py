@@ -4,15 +4,32 @@ writes through a spec (`runtime.specs`) are checked and cast to it first."""
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.runtime.config import require_identifier
-from querylens.runtime.errors import DataError
+from querylens.runtime.errors import ConfigError, DataError
 from querylens.runtime.specs import TABLES, TableSpec
 
 log = logging.getLogger("querylens")
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def require_run_id(run_id: str) -> str:
+    """`run_id` when it matches the one run id pattern (`RUN_ID`); else a `ConfigError`.
+
+    Every run id is checked against it before any use (CLI, `Run`, table writes), so an id can
+    be quoted in SQL and used as a file name without escaping and never names a parent folder.
+    """
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise ConfigError(
+            f"run id must be 1-128 of [A-Za-z0-9_.:-] starting with a letter or digit, "
+            f"got {run_id!r}")
+    return run_id
 
 
 def qualified(database: str, table: str) -> str:
@@ -47,6 +64,7 @@ def write_run_table(
     them to the table (earlier runs read them as null). A column the table has but the write
     lacks is refused, unless the spec retired it: then the run's rows hold null there.
     """
+    require_run_id(run_id)
     spec = TABLES.get(table)
     rows = conform(df, spec) if spec else df.drop("run_id") if "run_id" in df.columns else df
     rows = rows.withColumn("run_id", F.lit(run_id))
@@ -70,8 +88,38 @@ def write_run_table(
             spark.sql(f"ALTER TABLE {name} ADD COLUMNS ("
                       + ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in extra) + ")")
             log.warning("table %s: added columns %s", name, [f.name for f in extra])
-        rows.select(*spark.table(name).columns).write.insertInto(name, overwrite=True)
+        replace_partition(rows, name, run_id)
     return spark.table(name).where(F.col("run_id") == run_id).count()
+
+
+def replace_partition(rows: DataFrame, name: str, run_id: str) -> None:
+    """Replace partition `run_id` of the existing table `name` with `rows` (all its rows: an
+    empty `rows` empties it).
+
+    The partition is named in the statement (`INSERT OVERWRITE ... PARTITION (run_id = ...)`),
+    so only it is replaced whatever `spark.sql.sources.partitionOverwriteMode` the session has:
+    with `STATIC`, an `insertInto(overwrite=True)` would replace every run's rows.
+    """
+    spark = rows.sparkSession
+    columns = [c for c in spark.table(name).columns if c != "run_id"]
+    view = f"querylens_write_{uuid.uuid4().hex}"
+    rows.select(*columns).createOrReplaceTempView(view)
+    try:
+        spark.sql(f"INSERT OVERWRITE TABLE {name} PARTITION (run_id = '{require_run_id(run_id)}') "
+                  f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM {view}")
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def clear_run_table(spark: SparkSession, database: str, table: str, run_id: str) -> bool:
+    """Remove run `run_id`'s rows from `database.table` (if the table exists); return whether
+    the table exists."""
+    name = qualified(database, table)
+    if not spark.catalog.tableExists(name):
+        return False
+    empty = spark.createDataFrame([], spark.table(name).schema)
+    replace_partition(empty, name, run_id)
+    return True
 
 
 def append_table(df: DataFrame, database: str, table: str, table_format: str = "parquet") -> None:
