@@ -289,3 +289,42 @@ def test_timestamps_in_three_forms(spark: SparkSession, config: Config, tmp_path
     assert seen == {"coat 0": naive, "coat 1": naive, "coat 2": naive,
                     "coat 9": naive.replace(microsecond=0), "coat 8": None}
     assert stats.invalid_timestamps == 1
+
+
+def test_events_attributed_by_their_own_text(spark: SparkSession, config: Config,
+                                             tmp_path: Path) -> None:
+    queries = [{"query_id": "q1", "user_query": "linen shirt", "client_id": "c1",
+                "timestamp": stamp(START, "iso")}]
+    events = [
+        {"query_id": "q1", "action_name": "click", "session_id": "s1"},
+        *[{"query_id": "gone", "user_query": "silk scarf", "action_name": a, "session_id": "s2",
+           "timestamp": stamp(START + timedelta(seconds=i), "millis")}
+          for i, a in enumerate(["impression", "click", "purchase"])],
+        *[{"user_query": "linen shirt", "action_name": "purchase", "session_id": s}
+          for s in ("s3", "s3", "s4")],
+        {"query_id": "gone", "action_name": "purchase", "session_id": "s2"},
+        {"action_name": "click", "session_id": "s5", "user_query": "  "},
+    ]
+    q_path, e_path = tmp_path / "q.ndjson", tmp_path / "e.ndjson"
+    q_path.write_text("".join(json.dumps(d) + "\n" for d in queries))
+    e_path.write_text("".join(json.dumps(d) + "\n" for d in events))
+    sets = ["input.format=ubi", f"input.ubi_queries_path={q_path}",
+            f"input.ubi_events_path={e_path}"]
+    for by_text in (False, True):
+        cfg = ubi_config(config, q_path, *sets, f"input.ubi_attribute_by_text={by_text}")
+        rows, stats = ingest(spark, cfg.input, cfg.normalize)
+        got = {r["query"]: (r["n_searches"], r["clicks"], r["purchases"], r["impressions"])
+               for r in rows.collect()}
+        ledger = stats.ubi["events"]
+        if not by_text:
+            assert got == {"linen shirt": (1, 1, 0, 0)}
+            assert (ledger["attributed"], ledger["unknown_query_id"],
+                    ledger["null_query_id"]) == (1, 4, 4)
+            continue
+        assert got == {"linen shirt": (3, 1, 3, 0), "silk scarf": (1, 1, 1, 1)}
+        assert (stats.ubi["events_attributed_by_text"], stats.ubi["searches_from_events"]) \
+            == (6, 3)
+        assert (ledger["attributed"], ledger["unknown_query_id"],
+                ledger["null_query_id"]) == (7, 1, 1)
+        assert ledger["read"] == len(events)
+        assert stats.ledger["read"] == 1 + 3 and stats.ledger["kept"] == 4

@@ -28,7 +28,8 @@ SCHEMAS = {
     QUERIES: "query_id string, user_query string, client_id string, session_id string, "
              f"application string, timestamp string, {CORRUPT} string",
     EVENTS: "query_id string, action_name string, client_id string, session_id string, "
-            "timestamp string, event_attributes struct<position: struct<ordinal: double>>, "
+            "user_query string, timestamp string, "
+            "event_attributes struct<position: struct<ordinal: double>>, "
             f"{CORRUPT} string",
 }
 NO_APPLICATION = "(none)"
@@ -41,20 +42,27 @@ def read_ubi(
     """Standard search events, one per UBI search (`query_id`), with the counts of its events.
 
     Fills `malformed` (lines that are not JSON, by path key) and `facts["ubi"]`: documents per
-    index, duplicate query documents merged, conflicting texts, searches per application and
-    the event ledger (read, attributed, unknown and null query_id, filtered application)."""
+    index, duplicate query documents merged, conflicting texts, searches per application, the
+    searches made from events by text (`input.ubi_attribute_by_text`) and the event ledger
+    (read, attributed, unknown and null query_id, filtered application)."""
     try:
         docs = routed_documents(spark, config).cache()
         routed = {r["index"]: r["n"] for r in docs.groupBy("index").agg(F.count("*").alias("n"))
                   .collect()}
-        searches, query_facts = merged_searches(parsed(docs, QUERIES, config, malformed),
-                                                config)
+        queries = parsed(docs, QUERIES, config, malformed)
         events = parsed(docs, EVENTS, config, malformed)
+        by_text: dict[str, int] = {}
+        if config.ubi_attribute_by_text:
+            events, from_events = attributed_by_text(events, queries)
+            by_text = text_attribution_counts(events, from_events)
+            queries = queries.unionByName(from_events)
+        searches, query_facts = merged_searches(queries, config)
         per_query = event_counts(events, config).cache()
         event_facts = event_ledger(events, per_query, searches, config)
     except SPARK_ERRORS as exc:
         raise InputError(f"cannot read UBI input: {spark_message(exc)}") from exc
-    facts["ubi"] = {"documents_by_index": routed, **query_facts, "events": event_facts}
+    facts["ubi"] = {"documents_by_index": routed, **query_facts, **by_text,
+                    "events": event_facts}
     wanted = config.ubi_applications
     kept = searches.where(F.col("application").isin(wanted)) if wanted else searches
     return with_flags(search_events(kept, per_query, config), config.filter_columns)
@@ -111,6 +119,38 @@ def parsed(docs: DataFrame, index: str, config: InputConfig, malformed: dict[str
         path = config.ubi_queries_path if index == QUERIES else config.ubi_events_path
         raise InputError(f"{key} {path} has {detail} for index {index}")
     return rows.where(~bad).select("d.*").drop(CORRUPT)
+
+
+def attributed_by_text(events: DataFrame, queries: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Events whose `query_id` is null or names no query document but which carry their own
+    `user_query`, moved to a search of that text: one per (query_id, else session, else
+    client; text), timestamped at its first event. Returns the events (`by_text` marks the
+    moved ones) and the query documents of those searches."""
+    known = queries.where(F.col("query_id").isNotNull()).select("query_id").distinct() \
+        .withColumn("known", F.lit(True))
+    orphan = F.col("known").isNull() & ~is_blank(F.col("user_query"))
+    owner = F.coalesce(F.col("query_id"), F.col("session_id"), F.col("client_id"), F.lit(""))
+    text_id = F.concat(F.lit("\u0000text:"), owner, F.lit("\u0000"), F.col("user_query"))
+    events = events.join(known, "query_id", "left").withColumn("by_text", orphan) \
+        .withColumn("query_id", F.when(orphan, text_id).otherwise(F.col("query_id"))) \
+        .drop("known")
+    documents = events.where("by_text").groupBy("query_id").agg(
+        F.first("user_query").alias("user_query"),
+        F.first("client_id", ignorenulls=True).alias("client_id"),
+        F.first("session_id", ignorenulls=True).alias("session_id"),
+        F.lit(None).cast("string").alias("application"),
+        F.min_by("timestamp", F.coalesce(parse_timestamp(F.col("timestamp")),
+                                         F.lit(LATEST).cast("timestamp"))).alias("timestamp"),
+    )
+    return events, documents.select(*queries.columns)
+
+
+def text_attribution_counts(events: DataFrame, from_events: DataFrame) -> dict[str, int]:
+    """How many events were attributed by their own text, and to how many searches."""
+    moved = events.agg(F.sum(F.col("by_text").cast("long")).alias("n")).first()
+    assert moved is not None
+    return {"events_attributed_by_text": moved["n"] or 0,
+            "searches_from_events": from_events.count()}
 
 
 def merged_searches(queries: DataFrame, config: InputConfig) -> tuple[DataFrame, dict[str, Any]]:

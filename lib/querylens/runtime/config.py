@@ -117,6 +117,7 @@ class InputConfig:
         return {**CSV_DEFAULTS, **{spelled: value for spelled, (_, value) in given.items()}}
     ubi_impression_actions: list[str] = dataclasses.field(default_factory=lambda: ["impression"])
     ubi_applications: list[str] = dataclasses.field(default_factory=list)
+    ubi_attribute_by_text: bool = False
     typing_fragment_seconds: float = 10.0
 
 
