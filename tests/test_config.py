@@ -185,3 +185,13 @@ def test_every_numeric_key_has_declared_bounds() -> None:
     defaults = Config()
     from querylens.runtime.constraints import check_bounds
     check_bounds(defaults)
+
+
+def test_notebook_config_reproduces_the_notebook_settings() -> None:
+    cluster = load_config(Path(__file__).resolve().parents[1] / "conf" / "notebook.yaml").cluster
+    assert (cluster.n_components, cluster.n_clusters, cluster.n_init, cluster.max_iter,
+            cluster.seed) == (10, 15, 50, 500, 42)
+    assert cluster.sweep_components == [5, 10, *range(20, 220, 20)]
+    assert cluster.sweep_clusters == [10, 20]
+    assert cluster.sweep_full_n_init == 50
+    assert cluster.sweep_full_n_init_components >= max(cluster.sweep_components)
