@@ -49,8 +49,8 @@ def read_ubi(
         docs = routed_documents(spark, config).cache()
         routed = {r["index"]: r["n"] for r in docs.groupBy("index").agg(F.count("*").alias("n"))
                   .collect()}
-        queries = parsed(docs, QUERIES, config, malformed)
-        events = parsed(docs, EVENTS, config, malformed)
+        queries, _ = parsed(docs, QUERIES, config, malformed)
+        events, n_events = parsed(docs, EVENTS, config, malformed)
         by_text: dict[str, int] = {}
         if config.ubi_attribute_by_text:
             events, from_events = attributed_by_text(events, queries)
@@ -58,7 +58,7 @@ def read_ubi(
             queries = queries.unionByName(from_events)
         searches, query_facts = merged_searches(queries, config)
         per_query = event_counts(events, config).cache()
-        event_facts = event_ledger(events, per_query, searches, config)
+        event_facts = event_ledger(n_events, per_query, searches, config)
     except SPARK_ERRORS as exc:
         raise InputError(f"cannot read UBI input: {spark_message(exc)}") from exc
     facts["ubi"] = {"documents_by_index": routed, **query_facts, **by_text,
@@ -102,9 +102,10 @@ def routed_documents(spark: SparkSession, config: InputConfig) -> DataFrame:
 
 
 def parsed(docs: DataFrame, index: str, config: InputConfig, malformed: dict[str, int]
-           ) -> DataFrame:
-    """The documents routed to `index` parsed with its schema; lines that are not JSON objects
-    are counted into `malformed` under the index's path key and dropped."""
+           ) -> tuple[DataFrame, int]:
+    """The documents routed to `index` parsed with its schema, and how many there are; lines
+    that are not JSON objects are counted into `malformed` under the index's path key and
+    dropped."""
     key = PATH_KEYS[index]
     rows = docs.where(F.col("index") == index).select(
         F.from_json("value", SCHEMAS[index], {"columnNameOfCorruptRecord": CORRUPT}).alias("d"))
@@ -118,7 +119,7 @@ def parsed(docs: DataFrame, index: str, config: InputConfig, malformed: dict[str
         detail = f"no valid JSON line ({n_bad} malformed)" if n_bad else "no JSON documents"
         path = config.ubi_queries_path if index == QUERIES else config.ubi_events_path
         raise InputError(f"{key} {path} has {detail} for index {index}")
-    return rows.where(~bad).select("d.*").drop(CORRUPT)
+    return rows.where(~bad).select("d.*").drop(CORRUPT), n - n_bad
 
 
 def attributed_by_text(events: DataFrame, queries: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -219,9 +220,9 @@ def event_counts(events: DataFrame, config: InputConfig) -> DataFrame:
 
 
 def event_ledger(
-    events: DataFrame, per_query: DataFrame, searches: DataFrame, config: InputConfig
+    read: int, per_query: DataFrame, searches: DataFrame, config: InputConfig
 ) -> dict[str, int]:
-    """Events read, and how many name no query_id, an unknown one, or a search of an
+    """The `read` events, and how many name no query_id, an unknown one, or a search of an
     application left out; the rest belong to searches that ingest keeps or drops."""
     known = searches.select("query_id", "application").where(F.col("query_id").isNotNull())
     wanted = config.ubi_applications
@@ -234,7 +235,6 @@ def event_ledger(
         F.sum(F.when(left_out, n)).alias("filtered"),
     ).first()
     assert totals is not None
-    read = events.count()
     with_id, unknown, filtered = (totals[c] or 0 for c in ("with_id", "unknown", "filtered"))
     return {
         "read": read,
