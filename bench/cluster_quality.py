@@ -13,7 +13,13 @@ Reported: adjusted mutual information (AMI) with the classes and, for the PCA gr
 Euclidean silhouette in the reduced space: the sweep's guidance. KMeans scores are medians
 over `--seeds` seeds.
 
+The `auto` check: the stage's own two-axis sweep (`run_sweep`, `cluster.*` defaults, grids
+scaled to the set) with the classes, its `auto` choice (`select.choose`, labels unused), and
+for that choice the AMI of the sweep's point vs the best grid point, and of the final fit
+(n_init 10, median over seeds) vs plain KMeans on the normalised embedding at the same k.
+
     .venv/bin/python bench/cluster_quality.py [--demo-queries 3000] [--seeds 3] [--write]
+        [--cache DIR]
 """
 
 from __future__ import annotations
@@ -35,12 +41,16 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
 
 from querylens.cluster.backends import fit_kmeans_sklearn, fit_projection_sklearn
+from querylens.cluster.select import choose
+from querylens.cluster.sweep import clusters_grid, components_grid, run_sweep
 from querylens.runtime.arrays import normalize_rows
+from querylens.runtime.config import ClusterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "bench" / "data" / "shop_queries.csv"
 GRID = (5, 10, 20, 40, 80, 160)
 MARKERS = ("<!-- cluster-quality:begin -->", "<!-- cluster-quality:end -->")
+AUTO_MARKERS = ("<!-- cluster-auto:begin -->", "<!-- cluster-auto:end -->")
 
 
 def shop_set() -> pd.DataFrame:
@@ -55,7 +65,7 @@ def demo_set(n_queries: int) -> pd.DataFrame:
 
     spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false") \
         .getOrCreate()
-    rows = generate_catalogue(spark, n_queries, 7).toPandas()
+    rows = pd.DataFrame(generate_catalogue(spark, n_queries, 7).toPandas())
     spark.stop()
     parts = rows[["query", *FILTER_COLUMNS]].fillna("")
     text = parts.apply(lambda r: re.sub(r"\s+", " ", " ".join(r).lower()).strip(), axis=1)
@@ -63,10 +73,71 @@ def demo_set(n_queries: int) -> pd.DataFrame:
     return out.drop_duplicates("query").reset_index(drop=True)
 
 
-def embed(texts: list[str]) -> np.ndarray:
+def embed(texts: list[str], cache: Path | None = None) -> np.ndarray:
+    """MiniLM embeddings of `texts` (read from / written to `cache` when given and the texts
+    match)."""
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            if z["q"].tolist() == texts:
+                return np.asarray(z["X"], dtype=np.float64)
     from querylens.embed.encoders import load_encoder
 
-    return np.asarray(load_encoder("minilm", "cpu").encode(texts), dtype=np.float64)
+    X = np.asarray(load_encoder("minilm", "cpu").encode(texts), dtype=np.float64)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, X=X, q=np.array(texts))
+    return X
+
+
+def auto_check(name: str, X: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, object]:
+    """The stage's sweep and `auto` choice on one set, against the classes."""
+    config = ClusterConfig()
+    projection = fit_projection_sklearn(X, config.seed)
+    grid = components_grid(config.sweep_components, len(projection.explained_variance_ratio_))
+    ks = clusters_grid(config.sweep_clusters, len(X), config.sweep_clusters_min,
+                       config.sweep_clusters_max, config.sweep_clusters_points)
+    started = time.perf_counter()
+    sweep = run_sweep(X, projection, grid, ks, n_init=config.sweep_n_init,
+                      max_iter=config.max_iter, tol=config.tol, seed=config.seed,
+                      silhouette_sample_size=config.sweep_silhouette_sample_size,
+                      full_n_init=config.sweep_full_n_init,
+                      full_n_init_components=config.sweep_full_n_init_components,
+                      stability_sample_size=config.sweep_stability_sample_size,
+                      classes=y.astype(object))
+    sweep_s = time.perf_counter() - started
+    choice = choose(config, grid, np.cumsum(projection.explained_variance_ratio_), sweep)
+    p, k = choice.n_components, choice.n_clusters
+    at = sweep[(sweep.n_components == p) & (sweep.n_clusters == k)].iloc[0]
+    best = sweep.loc[sweep["ami"].idxmax()]
+    Z = projection.transform(X, p)
+    final = median_over_seeds(
+        lambda s: fit_kmeans_sklearn(Z, k, config.n_init, 300, 1e-4, s).labels_, y, seeds)[0]
+    unit = normalize_rows(X, np.float64)
+    plain = median_over_seeds(
+        lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)[0]
+    print(f"{name}: sweep of {len(sweep)} points in {sweep_s:.1f} s; {choice.reason}")
+    print(sweep[["n_components", "n_clusters", "silhouette_euclidean_sampled",
+                 "stability_ari", "explained_variance", "ami"]].round(3).to_string())
+    return {"set": name, "n": len(X), "classes": len(set(y)), "components": grid, "ks": ks,
+            "points": len(sweep), "sweep_s": round(sweep_s, 1), "p": p, "k": k,
+            "auto_sweep_ami": round(float(at.ami), 3), "best_ami": round(float(best.ami), 3),
+            "best_point": f"({int(best.n_components)}, {int(best.n_clusters)})",
+            "auto_fit_ami": round(final, 3), "plain_ami": round(plain, 3),
+            "reason": choice.reason}
+
+
+def auto_markdown(rows: list[dict[str, object]]) -> str:
+    lines = ["| set | queries | classes | grid (components x k) | auto (p, k) | AMI auto "
+             "(sweep point) | best grid point: AMI | AMI auto (final fit) | plain KMeans, "
+             "same k | sweep time |", "| --- | ---: | ---: | --- | --- | ---: | --- | ---: "
+             "| ---: | ---: |"]
+    for r in rows:
+        lines.append(
+            f"| {r['set']} | {r['n']} | {r['classes']} | {r['components']} x {r['ks']} "
+            f"| ({r['p']}, {r['k']}) | {r['auto_sweep_ami']} | {r['best_point']}: "
+            f"{r['best_ami']} | {r['auto_fit_ami']} | {r['plain_ami']} | {r['sweep_s']} s |")
+    lines += ["", *[f"- {r['set']}: {r['reason']}" for r in rows]]
+    return "\n".join(lines) + "\n"
 
 
 def median_over_seeds(fit: Callable[[int], np.ndarray], y: np.ndarray, seeds: int,
@@ -81,11 +152,12 @@ def median_over_seeds(fit: Callable[[int], np.ndarray], y: np.ndarray, seeds: in
     return statistics.median(amis), (statistics.median(sils) if sils else None)
 
 
-def evaluate(name: str, data: pd.DataFrame, seeds: int) -> list[dict[str, object]]:
+def evaluate(name: str, data: pd.DataFrame, seeds: int, cache: Path | None = None
+             ) -> tuple[list[dict[str, object]], dict[str, object]]:
     texts, y = data["query"].tolist(), data["class"].to_numpy()
     k = len(set(y))
     started = time.perf_counter()
-    X = embed(texts)
+    X = embed(texts, None if cache is None else cache / f"{name}.npz")
     embed_s = time.perf_counter() - started
     unit = normalize_rows(X, np.float64)
     projection = fit_projection_sklearn(X, 42)
@@ -100,10 +172,12 @@ def evaluate(name: str, data: pd.DataFrame, seeds: int) -> list[dict[str, object
 
     for p in [*[p for p in GRID if p < min(X.shape)], min(X.shape)]:
         Z = projection.transform(X, p)
-        ami, sil = median_over_seeds(
-            lambda s, Z=Z: fit_kmeans_sklearn(Z, k, 10, 300, 1e-4, s).labels_, y, seeds, Z)
+        def fit(s: int, Z: np.ndarray = Z) -> np.ndarray:
+            return np.asarray(fit_kmeans_sklearn(Z, k, 10, 300, 1e-4, s).labels_)
+
+        ami, sil = median_over_seeds(fit, y, seeds, Z)
         label = "querylens PCA full" if p == min(X.shape) else f"querylens PCA {p}"
-        add(label + (" (default)" if p == 10 else ""), ami, sil,
+        add(label + (" (notebook)" if p == 10 else ""), ami, sil,
             float(projection.explained_variance_ratio_[:p].sum()))
     add("KMeans on the normalised embedding", median_over_seeds(
         lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)[0])
@@ -115,7 +189,7 @@ def evaluate(name: str, data: pd.DataFrame, seeds: int) -> list[dict[str, object
     add("TF-IDF char 2-4-grams + KMeans", median_over_seeds(
         lambda s: KMeans(k, n_init=10, random_state=s).fit(tfidf).labels_, y, seeds)[0])
     print(f"{name}: {len(texts)} queries, {k} classes, embedded in {embed_s:.1f} s")
-    return rows
+    return rows, auto_check(name, X, y.astype(str), seeds)
 
 
 def markdown(rows: list[dict[str, object]], command: str) -> str:
@@ -137,23 +211,27 @@ def main() -> None:
     parser.add_argument("--demo-queries", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--cache", type=Path, help="folder caching the sets' embeddings")
     args = parser.parse_args()
-    rows = evaluate("shop", shop_set(), args.seeds)
-    rows += evaluate("demo", demo_set(args.demo_queries), args.seeds)
+    rows, shop_auto = evaluate("shop", shop_set(), args.seeds, args.cache)
+    demo_rows, demo_auto = evaluate("demo", demo_set(args.demo_queries), args.seeds, args.cache)
+    rows += demo_rows
     command = ("HF_HUB_OFFLINE=1 .venv/bin/python bench/cluster_quality.py "
                f"--demo-queries {args.demo_queries} --seeds {args.seeds}")
     table = markdown(rows, command)
+    autos = auto_markdown([shop_auto, demo_auto])
     print(table)
+    print(autos)
     print(json.dumps(rows))
     if args.write:
         path = ROOT / "docs" / "BENCHMARKS.md"
         text = path.read_text()
-        begin, end = MARKERS
-        block = f"{begin}\n{table}{end}"
-        if begin in text:
-            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-        else:
-            text += f"\n## Cluster quality against human classes\n\n{block}\n"
+        for (begin, end), body in [(MARKERS, table), (AUTO_MARKERS, autos)]:
+            block = f"{begin}\n{body}{end}"
+            if begin in text:
+                text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+            else:
+                text += f"\n{block}\n"
         path.write_text(text)
 
 

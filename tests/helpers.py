@@ -15,16 +15,22 @@ from querylens.runtime.specs import TABLES
 from querylens.runtime.tables import append_table, write_run_table
 
 
-def make_config(root: Path, *overrides: str) -> Config:
-    """Local config whose warehouse, metastore and outputs live under `root`."""
-    return load_config(None, [
+def config_overrides(root: Path, *overrides: str) -> list[str]:
+    """`--set` values of a local config whose warehouse, metastore and outputs live under
+    `root`."""
+    return [
         f"run.warehouse_dir={root / 'warehouse'}",
         f"run.metastore_dir={root / 'metastore'}",
         f"run.output_dir={root / 'output'}",
         "spark.shuffle_partitions=4",
         "spark.conf={spark.ui.enabled: 'false', spark.sql.adaptive.enabled: 'false'}",
         *overrides,
-    ])
+    ]
+
+
+def make_config(root: Path, *overrides: str) -> Config:
+    """Local config whose warehouse, metastore and outputs live under `root`."""
+    return load_config(None, config_overrides(root, *overrides))
 
 
 def with_spec_columns(df: DataFrame, table: str) -> DataFrame:

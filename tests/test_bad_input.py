@@ -496,7 +496,7 @@ def test_too_few_queries_to_cluster(spark: SparkSession) -> None:
         check_embeddings(embeddings_frame(spark, [[0.1, 0.2]]), "m1")
     _, stats = check_embeddings(embeddings_frame(spark, [[0.1, 0.2], [0.2, 0.1]]), "m1")
     with pytest.raises(ValueError, match="cluster.n_clusters=15 is larger than the 2 distinct"):
-        check_sizes(load_config().cluster, stats)
+        check_sizes(load_config(None, ["cluster.n_clusters=15"]).cluster, stats)
 
 
 def test_model_path_that_does_not_exist(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_and_yaml(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "cluster:\n  n_clusters: 7\n"))
     assert config.cluster.n_clusters == 7
-    assert config.cluster.n_components == 10
+    assert config.cluster.n_components == "auto"
     assert config.run.database == "querylens"
 
 

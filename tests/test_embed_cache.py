@@ -37,16 +37,17 @@ def fresh_database(spark: SparkSession, name: str) -> str:
 
 
 def test_rerun_embeds_nothing_and_ten_percent_new_embeds_only_those(
-    spark: SparkSession, tiny_clip: Path
+    spark: SparkSession, tiny_clip: Path, tmp_path: Path
 ) -> None:
     database = fresh_database(spark, "embed_cache_runs")
-    config = EmbedConfig(model=str(tiny_clip), batch_size=16)
+    config = EmbedConfig(model=str(tiny_clip), batch_size=16, onnx_dir=str(tmp_path))
     old = fashion_queries(180, seed=3)
     day1 = queries_df(spark, [*old, LONG, None, "", "   ", old[0]])
 
     first = embed_queries(spark, day1, config, database, run_id="r1")
     assert (first.embedded, first.reused, first.skipped, first.truncated) == (181, 0, 3, 1)
-    assert first.devices == ["cpu/float32"] and not first.fallback
+    assert first.devices == ["cpu/onnx-float32"] and not first.fallback
+    assert first.agreement is not None and first.agreement["min_cosine"] > 0.9999
 
     second = embed_queries(spark, day1, config, database, run_id="r2")
     assert (second.embedded, second.reused, second.skipped) == (0, 181, 3)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from querylens.runtime.config import Config, load_config
-from querylens.runtime.errors import QuerylensError
+from querylens.runtime.errors import QuerylensError, no_space
 from querylens.runtime.tables import require_run_id
 
 
@@ -44,13 +47,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_job(name: str, job: Callable[[Config, argparse.Namespace], None], argv: list[str]) -> int:
-    """Run one job: 0 on success, 2 with one line for a `QuerylensError`; anything else raises
-    with its full traceback."""
+    """Run one job: 0 on success, 2 with one line for a `QuerylensError` or a full disk (with
+    the free space of the run's folders); anything else raises with its full traceback."""
     setup_logging()
+    config: Config | None = None
     try:
         config, args = parse(name, argv)
         job(config, args)
     except QuerylensError as exc:
         print(f"querylens {name}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        full = no_space(exc)
+        if full is None:
+            raise
+        print(f"querylens {name}: error: disk full: {full}{free_space(config)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def free_space(config: Config | None) -> str:
+    """'; free space: run.warehouse_dir 0 B (/w), ...' for the run's local folders and Spark's
+    scratch folder (`spark.local.dir`), each at its nearest existing parent."""
+    if config is None:
+        return ""
+    folders = {f"run.{key}": getattr(config.run, key)
+               for key in ("warehouse_dir", "output_dir", "metastore_dir")}
+    folders["spark.local.dir"] = config.spark.conf.get("spark.local.dir",
+                                                       tempfile.gettempdir()).split(",")[0]
+    shown = []
+    for key, folder in folders.items():
+        path = Path(folder).resolve()
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if "://" in folder or existing is None:
+            continue
+        shown.append(f"{key} {shutil.disk_usage(existing).free / 2**30:.1f} GiB ({path})")
+    return f"; free space: {', '.join(shown)}" if shown else ""

@@ -8,17 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from querylens.app.pipeline import STAGES, run_pipeline
-from querylens.runtime.config import Config
+from querylens.runtime.config import Config, mask_value
 from querylens.runtime.errors import ConfigError
-from querylens.runtime.runs import Run
+from querylens.runtime.runs import Run, fail_abandoned_runs
 from querylens.runtime.session import build_session
 
 log = logging.getLogger("querylens")
 
 
 def start_run(config: Config, args: argparse.Namespace) -> Run:
-    """A run in a session built from `config`, with --run-id when given."""
-    return Run.open(build_session(config), config, args.run_id)
+    """A run in a session built from `config`, with --run-id when given; runs whose driver
+    died while `running` are marked failed first (`fail_abandoned_runs`)."""
+    spark = build_session(config)
+    fail_abandoned_runs(spark, config)
+    return Run.open(spark, config, args.run_id)
 
 
 def pipeline_job(config: Config, args: argparse.Namespace) -> None:
@@ -82,6 +85,9 @@ def print_summary(run: Run) -> None:
                  f"(or any table WHERE run_id = '{run.run_id}')")
     if "report" in run.facts:
         lines.append(f"report: {Path(run.facts['report']['path']).resolve()}")
+    if run.facts.get("mlflow", {}).get("run_id"):
+        lines.append(f"MLflow run: {run.facts['mlflow']['run_id']} "
+                     f"(tracking URI {mask_value(run.config.tracking.mlflow_uri or '')})")
     print("\n".join(lines))
 
 

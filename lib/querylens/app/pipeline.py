@@ -15,6 +15,7 @@ from querylens.runtime.provenance import record_stage_tasks
 from querylens.runtime.runs import Run, publish_latest_views
 from querylens.runtime.stages import StageRegistry, check_inputs
 from querylens.success.stage import SUCCESS
+from querylens.tracking import track_run
 
 log = logging.getLogger("querylens")
 
@@ -30,12 +31,14 @@ def run_pipeline(run: Run, names: list[str] | None = None,
 
     Every stage's inputs are checked before any stage starts. The run is recorded as `running`,
     then `failed` or `completed`, merged into its `runs` row; the `<table>_latest` views move
-    only when the run ends, and never onto a run that failed.
+    only when the run ends, and never onto a run that failed. With `tracking.mlflow_uri` set,
+    a completed invocation is logged to MLflow first (`track_run`), so the row names the
+    MLflow run (`facts_json.mlflow.run_id`).
     """
     stages = [registry[name] for name in names or registry.pipeline]
     check_inputs(run, stages, registry)
     run.record("running")
-    arm(run.spark.sparkContext, run.config.run.fail_first_attempt)
+    arm(run.spark, run.config.run.fail_first_attempt)
     try:
         for stage in stages:
             with run.stage(stage.name), record_stage_tasks(run, stage.name):
@@ -46,6 +49,7 @@ def run_pipeline(run: Run, names: list[str] | None = None,
         publish_latest_views(run.spark, run.database)
         raise
     finally:
-        arm(run.spark.sparkContext, [])
+        arm(run.spark, [])
+    track_run(run)
     run.record("completed")
     publish_latest_views(run.spark, run.database)

@@ -34,12 +34,13 @@ from querylens.cluster.naming import (
     stop_words,
     term_counts,
 )
+from querylens.cluster.select import Choice, choose, mark_chosen
 from querylens.cluster.silhouette import (
     silhouette_samples_euclidean,
     spark_cluster_stats,
     with_silhouette,
 )
-from querylens.cluster.sweep import pca_variance, run_sweep
+from querylens.cluster.sweep import clusters_grid, components_grid, pca_variance, run_sweep
 from querylens.cluster.trust import catch_all_flags, clusterwise_stability, trusted_flags
 from querylens.runtime.arrays import stack_rows
 from querylens.runtime.config import ClusterConfig
@@ -110,11 +111,12 @@ def check_embeddings(
 
 
 def check_sizes(config: ClusterConfig, stats: InputStats) -> None:
-    """k and n_components against the number of queries and the embedding dimension."""
-    if config.n_clusters > stats.n_rows:
+    """k and n_components (where not `auto`) against the number of queries and the embedding
+    dimension."""
+    if config.n_clusters != "auto" and config.n_clusters > stats.n_rows:
         raise DataError(f"cluster.n_clusters={config.n_clusters} is larger than the "
                          f"{stats.n_rows} distinct queries")
-    if config.n_components > min(stats.dim, stats.n_rows):
+    if config.n_components != "auto" and config.n_components > min(stats.dim, stats.n_rows):
         raise DataError(f"cluster.n_components={config.n_components} is larger than the "
                          f"embedding dimension {stats.dim} or the {stats.n_rows} queries")
 
@@ -338,7 +340,7 @@ def fit_clusters(
     with reference `labels` (query_key, class), validate the model and the sweep against them."""
     embeddings, stats = check_embeddings(embeddings, model_id, config.bad_embeddings)
     check_sizes(config, stats)
-    n, p, k = stats.n_rows, config.n_components, config.n_clusters
+    n = stats.n_rows
     backend = choose_backend(config, n)
     fit_size = min(n, config.fit_sample_size or n) if backend == "sklearn" else 0
     sweep_size = config.sweep_sample_size if config.sweep else 0
@@ -351,12 +353,16 @@ def fit_clusters(
         assert raw is not None
         X = stack(raw["embedding"].iloc[:fit_size])
         projection = fit_projection_sklearn(X, config.seed)
+    else:
+        projection = fit_projection_mllib(embeddings, stats.dim, n)
+    sweep, choice = sweep_and_choose(spark, raw, projection, config, n, labels)
+    p, k = choice.n_components, choice.n_clusters
+    if backend == "sklearn":
         km = fit_kmeans_sklearn(projection.transform(X, p), k, config.n_init, config.max_iter,
                                 config.tol, config.seed)
         centroids = km.cluster_centers_
         source = embeddings
     else:
-        projection = fit_projection_mllib(embeddings, stats.dim, n)
         source = project(embeddings, projection, p).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(source)
         centroids = fit_kmeans_mllib(source, k, config.max_iter, config.tol, config.seed,
@@ -366,7 +372,7 @@ def fit_clusters(
         "n_init": config.n_init, "max_iter": config.max_iter, "fit_rows": fit_size or n})
     facts: dict[str, Any] = {"backend": backend, "n_rows": n, "dim": stats.dim,
                              "rejected_nonfinite": stats.rejected_nonfinite,
-                             "fit_rows": fit_size or n}
+                             "fit_rows": fit_size or n, **choice.facts()}
     if previous is not None and config.match_previous:
         ids = match_clusters(model, previous)
         model = apply_ids(model, ids)
@@ -380,22 +386,44 @@ def fit_clusters(
     result.pca_variance = pca_variance(projection)
     explained = float(np.cumsum(projection.explained_variance_ratio_)[p - 1])
     extra = metric_rows("all", {"explained_variance": explained})
-    if config.sweep:
-        assert raw is not None
-        result.sweep = run_sweep(
-            stack(raw["embedding"].iloc[:sweep_size]), projection, config.sweep_components,
-            config.sweep_clusters, n_init=config.sweep_n_init, max_iter=config.max_iter,
-            tol=config.tol, seed=config.seed,
-            silhouette_sample_size=config.sweep_silhouette_sample_size,
-            full_n_init=config.sweep_full_n_init,
-            full_n_init_components=config.sweep_full_n_init_components,
-            classes=(None if labels is None else
-                     classes_of(spark, raw["query_key"].iloc[:sweep_size], labels)))
+    extra += metric_rows("choice", {"n_components": p, "n_clusters": k,
+                                    "n_components_auto": config.n_components == "auto",
+                                    "n_clusters_auto": config.n_clusters == "auto"})
+    result.sweep = sweep
     extra += stability(spark, result.cached[0], model, config, n, backend)
     if labels is not None:
         extra += metric_rows("external", external_metrics(result.cached[0], labels))
     result.metrics = pd.concat([result.metrics, pd.DataFrame(extra)], ignore_index=True)
     return result
+
+
+def sweep_and_choose(
+    spark: SparkSession, raw: pd.DataFrame | None, projection: Projection,
+    config: ClusterConfig, n_rows: int, labels: DataFrame | None,
+) -> tuple[pd.DataFrame | None, Choice]:
+    """The sweep on the first `sweep_sample_size` rows of `raw` (when `cluster.sweep`; with a
+    configured n_components added to its grid when n_clusters is `auto`) and the
+    `select.choose` of it."""
+    grid = components_grid(config.sweep_components, len(projection.explained_variance_ratio_),
+                           config.n_components if config.n_clusters == "auto" else "auto")
+    cumulative = np.cumsum(projection.explained_variance_ratio_)
+    if not config.sweep:
+        return None, choose(config, grid, cumulative, None)
+    assert raw is not None
+    size = config.sweep_sample_size
+    sweep = run_sweep(
+        stack(raw["embedding"].iloc[:size]), projection, grid,
+        clusters_grid(config.sweep_clusters, n_rows, config.sweep_clusters_min,
+                      config.sweep_clusters_max, config.sweep_clusters_points),
+        n_init=config.sweep_n_init, max_iter=config.max_iter, tol=config.tol, seed=config.seed,
+        silhouette_sample_size=config.sweep_silhouette_sample_size,
+        full_n_init=config.sweep_full_n_init,
+        full_n_init_components=config.sweep_full_n_init_components,
+        stability_sample_size=config.sweep_stability_sample_size,
+        classes=(None if labels is None else
+                 classes_of(spark, raw["query_key"].iloc[:size], labels)))
+    choice = choose(config, sorted(set(sweep["n_components"])), cumulative, sweep)
+    return mark_chosen(sweep, choice), choice
 
 
 def stability(

@@ -80,6 +80,7 @@ def write_clusters(run: Run, embeddings: DataFrame, queries: DataFrame) -> dict[
         write_metrics(run, result.metrics)
     finally:
         result.unpersist()
+    log.info("[%s] cluster choice: %s", run.run_id, result.facts["choice_reason"])
     log.info("[%s] cluster model v%s saved under %s", run.run_id, version, root)
     return {**result.facts, "model_version": version, "model_dir": str(root),
             "external_labels": source}

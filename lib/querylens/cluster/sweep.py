@@ -1,12 +1,15 @@
-"""The notebook's grid of n_components x n_clusters, with PCA fitted once and sliced."""
+"""The grid of n_components x n_clusters, with PCA fitted once and sliced: the notebook's
+grid, or one from a handful of components to the full dimension and k scaled to the queries."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from querylens.cluster.backends import fit_kmeans_sklearn
@@ -23,7 +26,30 @@ log = logging.getLogger("querylens")
 
 SWEEP_COLUMNS = ["n_components", "n_clusters", "n_rows", "silhouette_euclidean_sampled",
                  "silhouette_sqeuclidean", "inertia", "explained_variance", "ami", "nmi", "ari",
-                 "purity", "inverse_purity", "labelled_rows"]
+                 "purity", "inverse_purity", "labelled_rows", "stability_ari", "chosen"]
+AUTO_COMPONENTS = (5, 10, 20, 40, 80, 160, 320, 640)
+
+
+def components_grid(configured: str | list[int], max_components: int,
+                    extra: int | str = "auto") -> list[int]:
+    """`cluster.sweep_components`, or for `auto` 5, 10, 20, 40, ... below `max_components`
+    and `max_components` itself (all components: no reduction); plus `extra` when a number."""
+    grid = ([p for p in AUTO_COMPONENTS if p < max_components] + [max_components]
+            if configured == "auto" else list(configured))
+    return sorted({*grid, *([extra] if isinstance(extra, int) else [])})
+
+
+def clusters_grid(configured: str | list[int], n_rows: int, low: int, high: int, points: int
+                  ) -> list[int]:
+    """`cluster.sweep_clusters`, or for `auto` `points` values spaced geometrically from
+    max(`low`, top / 8) to top = min(`high`, 2 sqrt(`n_rows`))."""
+    if configured == "auto":
+        top = max(2, min(high, int(round(2 * np.sqrt(n_rows)))))
+        bottom = min(top, max(low, int(round(top / 8))))
+        grid = np.unique(np.round(np.geomspace(bottom, top, points)).astype(int)).tolist()
+    else:
+        grid = list(configured)
+    return sorted(set(grid))
 
 
 def valid_grid(
@@ -106,11 +132,32 @@ def fit_grid(
     return fits
 
 
+def seed_stability(
+    Z_all: np.ndarray, fits: dict[tuple[int, int], KMeans], good: list[tuple[int, int]],
+    size: int, *, n_init: int, max_iter: int, tol: float, seed: int, full_n_init: int,
+    full_n_init_components: int,
+) -> dict[tuple[int, int], float]:
+    """Per grid point: ARI between its fit and a refit with seed + 1 (as many restarts) on the
+    first `size` rows, over those rows."""
+    m = min(size, len(Z_all))
+    max_p = max(p for p, _ in good)
+    out = {}
+    for p, k in good:
+        if k >= m:
+            out[p, k] = float("nan")
+            continue
+        refit = fit_kmeans_sklearn(np.ascontiguousarray(Z_all[:m, :p]), k,
+                                   inits_at(n_init, p, max_p, full_n_init, full_n_init_components),
+                                   max_iter, tol, seed + 1)
+        out[p, k] = float(adjusted_rand_score(fits[p, k].labels_[:m], refit.labels_))
+    return out
+
+
 def run_sweep(
     X: np.ndarray, projection: Projection, components: list[int], clusters: list[int], *,
     n_init: int, max_iter: int, tol: float, seed: int, silhouette_sample_size: int,
     full_n_init: int = 50, full_n_init_components: int = 10, kmeans_threads: int | None = 1,
-    classes: np.ndarray | None = None,
+    classes: np.ndarray | None = None, stability_sample_size: int = 2000,
 ) -> pd.DataFrame:
     """Fit KMeans at each valid grid point on the driver rows `X`; one row per point.
 
@@ -121,6 +168,8 @@ def run_sweep(
     seeded sample of `silhouette_sample_size` rows (`prefix_silhouettes_euclidean`).
     The fits run with `kmeans_threads` OpenMP/BLAS threads (None: the library default); one
     thread is much faster for these small fits, above all on a busy machine.
+    `stability_ari` is `seed_stability` on the first `stability_sample_size` rows (0: none);
+    `chosen` is false here (`select.mark_chosen` sets it).
     With `classes` (one per row of `X`, None where unknown) each point also gets its
     `external_scores` against them on the labelled rows (null columns without).
     """
@@ -131,8 +180,11 @@ def run_sweep(
     Z_all = projection.transform(X, max_p)
     cumulative = np.cumsum(projection.explained_variance_ratio_)
     with threadpool_limits(kmeans_threads):
-        fits = fit_grid(Z_all, good, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
-                        full_n_init=full_n_init, full_n_init_components=full_n_init_components)
+        options: dict[str, Any] = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "seed": seed,
+                   "full_n_init": full_n_init, "full_n_init_components": full_n_init_components}
+        fits = fit_grid(Z_all, good, **options)
+        stable = (seed_stability(Z_all, fits, good, stability_sample_size, **options)
+                  if stability_sample_size > 0 else {})
     idx = sample_rows(len(X), silhouette_sample_size, seed)
     euclid = prefix_silhouettes_euclidean(Z_all[idx], {pt: fits[pt].labels_[idx] for pt in good})
     known = (np.array([c is not None for c in classes], dtype=bool) if classes is not None
@@ -148,7 +200,8 @@ def run_sweep(
                      "silhouette_sqeuclidean": float(sq.mean()),
                      "inertia": float(km.inertia_),
                      "explained_variance": float(cumulative[p - 1]),
-                     **external_columns(classes, labels, known)})
+                     **external_columns(classes, labels, known),
+                     "stability_ari": stable.get((p, k), float("nan")), "chosen": False})
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     return frame.astype({"n_components": "int32", "n_clusters": "int32", "n_rows": "int64",
                          "labelled_rows": "int64"})

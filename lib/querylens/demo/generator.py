@@ -5,10 +5,17 @@ the arguments, never on partitioning. The catalogue's `p_success` is the hidden 
 set by the kind of query (brand + category high; misspelt, vague, non-English and unstocked brands
 low), the category, and a little noise keyed on the full search text (query plus filters), so
 templates that search for the same thing share one `p_success`.
+
+Sessions behave like real ones (`Behaviour`): a failing search of a kind in `REFORMULATIONS` is
+often followed, seconds later in the same session, by its reformulation, a companion catalogue
+row (`reformulates` names the template it rewrites); otherwise the user abandons that need. Some
+searches are preceded by an as-you-type prefix; some satisfied searches get no click; searches
+for what the shop lacks (`in_stock` false) show no results.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -16,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.demo import vocabulary as vocab
+from querylens.runtime.session import default_parallelism
 
 KINDS: tuple[tuple[str, float], ...] = (
     ("brand_only", 0.10),
@@ -29,6 +37,7 @@ KINDS: tuple[tuple[str, float], ...] = (
     ("non_english", 0.06),
     ("misspelt_brand", 0.08),
     ("unstocked_brand", 0.06),
+    ("over_long", 0.05),
 )
 
 BASE_SUCCESS: dict[str, float] = {
@@ -43,6 +52,7 @@ BASE_SUCCESS: dict[str, float] = {
     "vague": 0.25,
     "misspelt_brand": 0.20,
     "unstocked_brand": 0.075,
+    "over_long": 0.15,
 }
 
 CATEGORY_EFFECT: dict[str, float] = {
@@ -65,14 +75,17 @@ RESULT_RANGE: dict[str, tuple[int, int]] = {
     "non_english": (2, 300),
     "misspelt_brand": (1, 40),
     "unstocked_brand": (1, 25),
+    "over_long": (1, 12),
 }
 
-ZERO_RESULT_RATE: dict[str, float] = {
-    "unstocked_brand": 0.80,
-    "misspelt_brand": 0.45,
-    "non_english": 0.35,
-    "vague": 0.0,
+REFORMULATIONS: dict[str, str] = {
+    "misspelt_brand": "spelling",
+    "vague": "specific",
+    "unstocked_brand": "substitute",
+    "over_long": "shorter",
 }
+INTENDED_IS_REFORMULATION: tuple[str, ...] = ("spelling", "specific")
+OVER_LONG_MISSING_RATE = 0.5
 
 FILTER_RATE: dict[str, float] = {
     "filter_gender": 0.18,
@@ -95,6 +108,27 @@ EVENT_GAP_SECONDS = 45
 BLOCK_SPAN_SECONDS = (1 << SESSION_BLOCK_BITS) * EVENT_GAP_SECONDS
 DAY_SECONDS = 86_400
 EVENTS_PER_PARTITION = 2_000_000
+REFORMULATION_DELAY_SECONDS: tuple[int, int] = (11, 50)
+FRAGMENT_LEAD_SECONDS: tuple[int, int] = (1, 4)
+STRAY_CLICK_RATE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """Session behaviour rates: a failing search of a `REFORMULATIONS` kind is followed by its
+    reformulation with `reformulate_rate` (when the next search is in the same session); an
+    event is an as-you-type prefix of the next search with `fragment_rate`; a successful search
+    gets no click with `satisfied_no_click_rate`."""
+
+    reformulate_rate: float = 0.6
+    fragment_rate: float = 0.1
+    satisfied_no_click_rate: float = 0.08
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field.name} must be in [0, 1], got {value}")
 
 
 def uniform(seed: int, salt: int, *cols: Column) -> Column:
@@ -122,6 +156,12 @@ def lookup(mapping: dict[str, float], key: Column, default: float) -> Column:
     """`mapping[key]` as a Spark map literal, `default` when absent."""
     entries = [c for k, v in mapping.items() for c in (F.lit(k), F.lit(v))]
     return F.coalesce(F.try_element_at(F.create_map(*entries), key), F.lit(default))
+
+
+def lookup_text(mapping: dict[str, str], key: Column) -> Column:
+    """`mapping[key]` as a Spark map literal, null when absent."""
+    entries = [F.lit(c) for k, v in mapping.items() for c in (k, v)]
+    return F.try_element_at(F.create_map(*entries), key)
 
 
 def headness(template_id: Column, n_queries: int) -> Column:
@@ -209,6 +249,7 @@ def typed_query() -> tuple[Column, Column, Column]:
               F.when(with_cat, words("unstocked", "cat_word")).otherwise(F.col("unstocked")))
         .when(kind == "non_english",
               F.when(v < 0.25, words("foreign", "brand")).otherwise(F.col("foreign")))
+        .when(kind == "over_long", words("gender_term", "colour", "material", "cat_word", "size"))
         .otherwise(F.col("vague_word"))
     )
     brand = (
@@ -220,12 +261,43 @@ def typed_query() -> tuple[Column, Column, Column]:
     )
     category = (
         F.when(kind.isin("brand_category", "category_only", "gender_category", "category_colour",
-                         "category_material"), F.col("category"))
+                         "category_material", "over_long"), F.col("category"))
         .when(kind == "product_line", F.col("line_category"))
         .when(kind.isin("misspelt_brand", "unstocked_brand") & with_cat, F.col("category"))
         .when(kind == "non_english", F.col("foreign_category"))
     )
     return text, brand, category
+
+
+def reformulated_query() -> tuple[Column, Column, Column, Column]:
+    """(text, brand, category, kind) of what a user types after a failing search of this
+    template: the brand spelt right, a stocked brand for an unstocked one (same category words), a
+    category for a vague word, colour and category for an over-long query; null otherwise."""
+    kind, with_cat = F.col("kind"), F.col("variant") >= 0.5
+
+    def branded(brand: str) -> Column:
+        return F.when(with_cat, words(brand, "cat_word")).otherwise(F.col(brand))
+
+    text = (
+        F.when(kind == "misspelt_brand", branded("misspelt_target"))
+        .when(kind == "unstocked_brand", branded("brand"))
+        .when(kind == "vague", words("vague_word", "cat_word"))
+        .when(kind == "over_long", words("colour", "cat_word"))
+    )
+    brand = (
+        F.when(kind == "misspelt_brand", F.col("misspelt_target"))
+        .when(kind == "unstocked_brand", F.col("brand"))
+    )
+    branded_kinds = kind.isin("misspelt_brand", "unstocked_brand")
+    category = F.when((branded_kinds & with_cat) | kind.isin("vague", "over_long"),
+                      F.col("category"))
+    new_kind = (
+        F.when(branded_kinds, F.when(with_cat, "brand_category").otherwise("brand_only"))
+        .when(kind == "over_long", "category_colour")
+        .when(kind == "vague", F.when(F.col("vague_word").isin(*vocab.COLOURS), "category_colour")
+              .otherwise("category_only"))
+    )
+    return text, brand, category, new_kind
 
 
 def cased(text: Column, u: Column) -> Column:
@@ -275,42 +347,69 @@ def success_probability(seed: int) -> Column:
     ).otherwise(lookup(CATEGORY_EFFECT, F.col("true_category"), 1.0))
     noise = 0.85 + 0.3 * uniform(seed, 30, F.col("search_key"))
     p = lookup(BASE_SUCCESS, kind, 0.3) * category_effect * noise
-    return F.least(F.greatest(p, F.lit(0.01)), F.lit(0.95))
+    p = F.least(F.greatest(p, F.lit(0.01)), F.lit(0.95))
+    return F.when(F.col("in_stock"), p).otherwise(F.lit(0.0))
 
 
 def generate_catalogue(spark: SparkSession, n_queries: int, seed: int) -> DataFrame:
-    """One row per query template `template_id` 0..n_queries-1 with its filters and ground truth."""
+    """One row per query template `template_id` 0..n_queries-1 with its filters and ground truth,
+    then one companion row (`template_id` n_queries + t, `reformulates` t) per template t whose
+    kind has a reformulation. `reformulation_kind` and `intended_query` (raw text, the query the
+    user meant) are set on the typed rows; `in_stock` false means the search shows no results."""
     if n_queries < 1:
         raise ValueError(f"n_queries must be >= 1, got {n_queries}")
     tid = F.col("template_id")
-    drawn = spark.range(n_queries).select(
-        F.col("id").alias("template_id"),
+    drawn = spark.range(n_queries).withColumnRenamed("id", "template_id").select(
+        tid,
         choose_kind(uniform(seed, 1, tid), tid, n_queries).alias("kind"),
         *vocabulary_draws(seed, tid, n_queries),
     )
     text, brand, category = typed_query()
+    r_text, r_brand, r_category, r_kind = reformulated_query()
+    lacking = (F.col("kind") == "unstocked_brand") | (
+        (F.col("kind") == "over_long") & (uniform(seed, 16, tid) < OVER_LONG_MISSING_RATE))
     typed = drawn.select(
         "*",
         cased(text, F.col("casing")).alias("query"),
         brand.alias("q_brand"),
         category.alias("q_category"),
+        cased(r_text, F.col("casing")).alias("r_query"),
+        r_brand.alias("r_brand"), r_category.alias("r_category"), r_kind.alias("r_kind"),
+        lookup_text(REFORMULATIONS, F.col("kind")).alias("reformulation_kind"),
+        (~lacking).alias("in_stock"),
     )
     filtered = typed.select("*", *filters(seed, tid))
+    intended = F.when(F.col("reformulation_kind").isin(*INTENDED_IS_REFORMULATION),
+                      F.col("r_query")).otherwise(F.col("query"))
+    rows = ["template_id", "reformulates", "query", *FILTER_COLUMNS, "kind", "q_category",
+            "q_brand", "reformulation_kind", "intended_query", "in_stock"]
+    typed_rows = filtered.select(
+        "*", F.lit(None).cast("long").alias("reformulates"), intended.alias("intended_query"),
+    ).select(*rows)
+    companions = filtered.where(F.col("r_query").isNotNull()).select(
+        (tid + n_queries).alias("template_id"), tid.alias("reformulates"),
+        F.col("r_query").alias("query"), *FILTER_COLUMNS, F.col("r_kind").alias("kind"),
+        F.col("r_category").alias("q_category"), F.col("r_brand").alias("q_brand"),
+        F.lit(None).cast("string").alias("reformulation_kind"),
+        F.col("r_query").alias("intended_query"), F.lit(True).alias("in_stock"),
+    )
     kind = (
         F.when((F.col("kind") == "brand_only") & F.col("filter_category").isNotNull(),
                F.lit("brand_category"))
         .otherwise(F.col("kind"))
     )
-    truth = filtered.select(
+    truth = typed_rows.unionByName(companions).select(
         "template_id", "query", *FILTER_COLUMNS,
         kind.alias("kind"),
         F.coalesce("q_category", "filter_category").alias("true_category"),
         F.coalesce("q_brand", "filter_brand").alias("true_brand"),
         search_key(F.col("query")).alias("search_key"),
+        "in_stock", "reformulates", "reformulation_kind", "intended_query",
     )
     return truth.select(
         "template_id", "query", *FILTER_COLUMNS, "kind", "true_category", "true_brand",
         success_probability(seed).alias("p_success"),
+        "in_stock", "reformulates", "reformulation_kind", "intended_query",
     )
 
 
@@ -320,23 +419,37 @@ def zipf_template(u: Column, n_queries: int) -> Column:
     return F.least(F.greatest(raw, F.lit(0)), F.lit(n_queries - 1)).cast("long")
 
 
-def session_columns(seed: int, n_events: int, start: str, days: int) -> list[Column]:
-    """session_id, user_id and ts for events grouped into sessions inside blocks of 16 events.
-
-    Within a block, each position after the first starts a new session with probability 1/4
-    (two hash bit masks ANDed), so sessions hold 1-16 consecutive events, about 3.4 on average.
-    """
-    eid = F.col("event_id")
-    block = F.shiftright(eid, SESSION_BLOCK_BITS)
-    pos = eid.bitwiseAND((1 << SESSION_BLOCK_BITS) - 1)
+def session_starts(seed: int, block: Column) -> Column:
+    """Bit mask of the positions 1-15 of `block` that start a new session, each with probability
+    1/4 (two hash bit masks ANDed)."""
     low_bits = (1 << (1 << SESSION_BLOCK_BITS)) - 2
-    starts = (
+    return (
         F.xxhash64(block, F.lit(seed).cast("long"), F.lit(40).cast("long"))
         .bitwiseAND(F.xxhash64(block, F.lit(seed).cast("long"), F.lit(41).cast("long")))
         .bitwiseAND(F.lit(low_bits).cast("long"))
     )
+
+
+def event_offset(seed: int, eid: Column) -> Column:
+    """Seconds of event `eid` after its block's session start: 45 s a position plus jitter."""
+    pos = eid.bitwiseAND((1 << SESSION_BLOCK_BITS) - 1)
+    return pos * EVENT_GAP_SECONDS + F.floor(uniform(seed, 47, eid) * (EVENT_GAP_SECONDS - 5))
+
+
+def session_columns(
+    seed: int, n_events: int, start: str, days: int, offset: Column
+) -> list[Column]:
+    """session_id, user_id and ts for events grouped into sessions inside blocks of 16 events.
+
+    Within a block, each position after the first starts a new session with probability 1/4
+    (`session_starts`), so sessions hold 1-16 consecutive events, about 3.4 on average; `offset`
+    is the event's seconds after the block's start.
+    """
+    eid = F.col("event_id")
+    block = F.shiftright(eid, SESSION_BLOCK_BITS)
+    pos = eid.bitwiseAND((1 << SESSION_BLOCK_BITS) - 1)
     upto = F.pow(F.lit(2.0), pos + 1).cast("long") - 1
-    sub = F.bit_count(starts.bitwiseAND(upto))
+    sub = F.bit_count(session_starts(seed, block).bitwiseAND(upto))
 
     def session_u(salt: int) -> Column:
         return uniform(seed, salt, block, sub)
@@ -346,7 +459,6 @@ def session_columns(seed: int, n_events: int, start: str, days: int) -> list[Col
     day = F.floor(session_u(44) * days)
     time_of_day = F.pmod((session_u(45) + session_u(46)) / 2 + 0.25, F.lit(1.0))
     usable = DAY_SECONDS - BLOCK_SPAN_SECONDS
-    offset = pos * EVENT_GAP_SECONDS + F.floor(uniform(seed, 47, eid) * (EVENT_GAP_SECONDS - 5))
     seconds = day * DAY_SECONDS + F.floor(time_of_day * usable) + offset
     epoch = F.to_timestamp(F.lit(start)).cast("long")
     session_hash = F.xxhash64(block, sub, F.lit(seed).cast("long"), F.lit(42).cast("long"))
@@ -357,22 +469,30 @@ def session_columns(seed: int, n_events: int, start: str, days: int) -> list[Col
     ]
 
 
+def continues(seed: int, eid: Column, n_events: int) -> Column:
+    """Whether event `eid` exists and is in the same session as event `eid - 1`."""
+    pos = eid.bitwiseAND((1 << SESSION_BLOCK_BITS) - 1)
+    starts = session_starts(seed, F.shiftright(eid, SESSION_BLOCK_BITS))
+    bit = F.pow(F.lit(2.0), pos).cast("long")
+    return (pos > 0) & (eid < n_events) & (starts.bitwiseAND(bit) == 0)
+
+
 def template_outcomes(catalogue: DataFrame, seed: int) -> DataFrame:
-    """The catalogue with each search's typical result count and zero-result rate, for the join."""
+    """The catalogue with each search's typical result count, for the join."""
     n_filters = sum(F.col(c).isNotNull().cast("int") for c in FILTER_COLUMNS)
     lo = F.log(lookup({k: float(v[0]) for k, v in RESULT_RANGE.items()}, F.col("kind"), 10.0))
     hi = F.log(lookup({k: float(v[1]) for k, v in RESULT_RANGE.items()}, F.col("kind"), 500.0))
     u = uniform(seed, 50, search_key(F.col("query")))
     base = F.exp(lo + u * (hi - lo)) / (1 + n_filters)
     return catalogue.select(
-        "template_id", "query", *FILTER_COLUMNS, "kind", "p_success",
+        "template_id", "query", *FILTER_COLUMNS, "kind", "p_success", "in_stock",
         F.greatest(F.floor(base), F.lit(1)).cast("int").alias("results_base"),
-        lookup(ZERO_RESULT_RATE, F.col("kind"), 0.03).alias("zero_rate"),
     )
 
 
-def outcome_columns(seed: int) -> list[Column]:
-    """n_results, clicks, add_to_bags and purchases drawn per event from the template's truth."""
+def outcome_columns(seed: int, behaviour: Behaviour) -> list[Column]:
+    """results_shown, clicks, add_to_bags and purchases drawn per event from the template's truth;
+    a typing fragment (`fragment`) gets no click."""
     eid = F.col("event_id")
 
     def u(salt: int) -> Column:
@@ -381,21 +501,62 @@ def outcome_columns(seed: int) -> list[Column]:
     def geometric(salt: int, mean: float) -> Column:
         return F.floor(-F.log(1.0 - u(salt)) * mean)
 
-    success = u(60) < F.col("p_success")
+    success = ~F.col("fragment") & succeeded(seed, eid, F.col("p_success"))
+    clicked = success & (u(69) >= behaviour.satisfied_no_click_rate)
     shown = F.greatest(F.floor(F.col("results_base") * (0.9 + 0.2 * u(61))), F.lit(1))
-    n_results = F.when(success | (u(62) >= F.col("zero_rate")), shown).otherwise(F.lit(0))
-    clicks = F.when(success, F.least(1 + geometric(63, 1.3), F.lit(12), F.col("n_results")))
-    stray = F.when((F.col("n_results") > 0) & (u(64) < 0.1), 1).otherwise(0)
+    results_shown = F.when(F.col("in_stock"), shown).otherwise(F.lit(0))
+    clicks = F.when(clicked, F.least(1 + geometric(63, 1.3), F.lit(12), F.col("results_shown")))
+    stray = F.when(~success & ~F.col("fragment") & (F.col("results_shown") > 0)
+                   & (u(64) < STRAY_CLICK_RATE), 1).otherwise(0)
     bag_rate = F.when(F.col("kind").isin("brand_category", "product_line"), 0.45).otherwise(0.3)
-    bags = F.when(success & (u(65) < bag_rate), F.least(F.col("clicks"), 1 + geometric(66, 0.5)))
+    bags = F.when(clicked & (u(65) < bag_rate), F.least(F.col("clicks"), 1 + geometric(66, 0.5)))
     buys = F.when(F.col("add_to_bags") > 0, F.least(F.col("add_to_bags"), 1 + geometric(68, 0.3)))
     return [
-        n_results.cast("int").alias("n_results"),
+        results_shown.cast("int").alias("results_shown"),
         F.coalesce(clicks, stray).cast("int").alias("clicks"),
         F.coalesce(bags, F.lit(0)).cast("int").alias("add_to_bags"),
         F.when(u(67) < 0.45, F.coalesce(buys, F.lit(0))).otherwise(0).cast("int")
         .alias("purchases"),
     ]
+
+
+def succeeded(seed: int, eid: Column, p_success: Column) -> Column:
+    """Whether search event `eid` of a template with `p_success` satisfies the user."""
+    return uniform(seed, 60, eid) < p_success
+
+
+def session_roles(seed: int, n_events: int, behaviour: Behaviour) -> tuple[Column, Column]:
+    """(reformulation, fragment) flags per event from its neighbours' base draws; `fragment`
+    reads the `reformulation` column.
+
+    Event i reformulates event i-1 when i-1 failed, has a reformulation, is in the same session,
+    is no fragment candidate and is no reformulation candidate itself (so i-1 is a plain search
+    and chains stop at two); event i is a prefix of event i+1 when i+1 is no fragment candidate.
+    """
+    eid = F.col("event_id")
+
+    def coin(salt: int, rate: float, at: Column) -> Column:
+        return uniform(seed, salt, at) < rate
+
+    def fragment_coin(at: Column) -> Column:
+        return coin(110, behaviour.fragment_rate, at)
+
+    def rewrites(at: Column, prev: str) -> Column:
+        return (continues(seed, at, n_events) & ~fragment_coin(at - 1)
+                & coin(111, behaviour.reformulate_rate, at) & F.col(f"{prev}_reformulable")
+                & ~succeeded(seed, at - 1, F.col(f"{prev}_p_success")))
+
+    reformulation = rewrites(eid, "prev") & ~rewrites(eid - 1, "prev2")
+    fragment = (continues(seed, eid + 1, n_events) & fragment_coin(eid)
+                & ~fragment_coin(eid + 1) & ~F.col("reformulation"))
+    return reformulation, fragment
+
+
+def prefix(query: Column, u: Column) -> Column:
+    """The first 30-80% of the typed characters, at least one, never all."""
+    n = F.length(F.rtrim(query))
+    cut = F.least(n - 1, F.greatest(F.lit(1), F.floor(n * (0.3 + 0.5 * u)).cast("int")))
+    return F.when(n > 1, F.substring(query, F.lit(1), cut)).otherwise(query)
 
 
 def generate_events(
@@ -406,9 +567,11 @@ def generate_events(
     start: str = "2026-10-01",
     days: int = 28,
     *,
+    behaviour: Behaviour | None = None,
     num_partitions: int | None = None,
 ) -> DataFrame:
-    """One row per search event over `catalogue` (template ids 0..n-1), Zipf over templates.
+    """One row per search event over `catalogue`, Zipf over its typed templates, with
+    reformulations, typing fragments and no-click satisfied searches as in `behaviour`.
 
     Rows depend only on the arguments (not on `num_partitions`, which defaults to one partition
     per 2M events); `ts` is wall-clock time from `start` in the session time zone.
@@ -417,21 +580,57 @@ def generate_events(
         raise ValueError(f"n_events must be >= 1, got {n_events}")
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
-    n_queries = catalogue.count()
+    behaviour = behaviour or Behaviour()
+    n_queries = catalogue.where(F.col("reformulates").isNull()).count()
     if num_partitions is None:
         per_partition = -(-n_events // EVENTS_PER_PARTITION)
-        num_partitions = max(spark.sparkContext.defaultParallelism, per_partition)
+        num_partitions = max(default_parallelism(spark), per_partition)
     eid = F.col("event_id")
-    events = spark.range(0, n_events, 1, num_partitions).select(
-        F.col("id").alias("event_id"),
-        zipf_template(uniform(seed, 101, eid), n_queries).alias("template_id"),
-        *session_columns(seed, n_events, start, days),
+
+    def template(at: Column) -> Column:
+        return zipf_template(uniform(seed, 101, at), n_queries)
+
+    drawn = spark.range(0, n_events, 1, num_partitions).withColumnRenamed(
+        "id", "event_id").select(
+        eid,
+        template(eid).alias("t_this"), template(eid - 1).alias("t_prev"),
+        template(eid - 2).alias("t_prev2"), template(eid + 1).alias("t_next"),
+    )
+    failing = catalogue.select(
+        "template_id", "p_success",
+        F.col("reformulation_kind").isNotNull().alias("reformulable"),
+    )
+    for name in ("prev", "prev2"):
+        side = failing.select(*[F.col(c).alias(f"{name}_{c}") for c in failing.columns])
+        drawn = drawn.join(F.broadcast(side), F.col(f"t_{name}") == F.col(f"{name}_template_id"))
+    reformulation, fragment = session_roles(seed, n_events, behaviour)
+    roled = drawn.select("event_id", "t_this", "t_prev", "t_next",
+                         reformulation.alias("reformulation"))
+    roled = roled.select("*", fragment.alias("fragment"))
+    lo, hi = REFORMULATION_DELAY_SECONDS
+    delay = lo + F.floor(uniform(seed, 112, eid) * (hi - lo + 1))
+    lead_lo, lead_hi = FRAGMENT_LEAD_SECONDS
+    lead = lead_lo + F.floor(uniform(seed, 113, eid) * (lead_hi - lead_lo + 1))
+    is_ref, is_frag = F.col("reformulation"), F.col("fragment")
+    roled = roled.select(
+        "event_id", "fragment",
+        F.when(is_ref, F.col("t_prev") + n_queries).when(is_frag, F.col("t_next"))
+        .otherwise(F.col("t_this")).alias("template_id"),
+        F.when(is_ref, event_offset(seed, eid - 1) + delay)
+        .when(is_frag, event_offset(seed, eid + 1) - lead)
+        .otherwise(event_offset(seed, eid)).alias("offset"),
+    )
+    events = roled.select(
+        "event_id", "template_id", "fragment",
+        *session_columns(seed, n_events, start, days, F.col("offset")),
     )
     joined = events.join(F.broadcast(template_outcomes(catalogue, seed)), "template_id")
-    n_results, clicks, bags, buys = outcome_columns(seed)
-    staged = joined.withColumn("n_results", n_results).withColumn("clicks", clicks)
+    results_shown, clicks, bags, buys = outcome_columns(seed, behaviour)
+    staged = joined.withColumn("results_shown", results_shown).withColumn("clicks", clicks)
     staged = staged.withColumn("add_to_bags", bags).withColumn("purchases", buys)
+    typed = F.when(F.col("fragment"), prefix(F.col("query"), uniform(seed, 114, eid)))
     return staged.select(
-        "event_id", "session_id", "user_id", "ts", "query", *FILTER_COLUMNS,
-        "n_results", "clicks", "add_to_bags", "purchases",
+        "event_id", "session_id", "user_id", "ts",
+        F.coalesce(typed, F.col("query")).alias("query"), *FILTER_COLUMNS,
+        "results_shown", "clicks", "add_to_bags", "purchases",
     )

@@ -6,8 +6,10 @@ Two artefacts go with every submit, each cached under `build/spark-submit` by a 
   `--py-files` (key: hash of pyproject.toml and every file under lib/querylens);
 * the Python environment: the virtualenv's files without querylens itself and without caches,
   packed as a tar(.gz) and shipped with `--archives ENV#environment`, so executors (and the
-  driver in cluster mode) run `./environment/bin/python` (key: pyproject.toml, the Python
-  version and the installed distributions).
+  driver in cluster mode) run `./environment/bin/python` (key: pyproject.toml, the lock, the
+  Python version and the installed distributions). The virtualenv must be the lock's
+  (`lock/requirements.txt`, which `make` installs): a distribution at another version than
+  locked, or one the lock lacks, stops the submit before anything is packed.
 
 Every check that can fail (job name, config, Java, master) runs before anything is built or
 submitted, and the full spark-submit command is printed before it runs.
@@ -19,6 +21,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -41,6 +44,8 @@ ENV_ALIAS = "environment"
 ENV_PYTHON = f"./{ENV_ALIAS}/bin/python"
 DEPLOY_MODES = ("client", "cluster")
 PACKAGE_EXCLUDES = ("querylens", "__editable__", "_querylens")
+LOCK = Path("lock") / "requirements.txt"
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
 
@@ -261,12 +266,68 @@ def site_packages(venv: Path) -> Path:
     return found[0]
 
 
+def normalize_name(name: str) -> str:
+    """A distribution name in PEP 503 form (lower case, runs of -_. as one -)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock: Path) -> dict[str, str]:
+    """name -> version of every `name==version` pin in a lock file."""
+    found = {}
+    for line in lock.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            found[normalize_name(match[1])] = match[2]
+    return found
+
+
+def installed_versions(venv: Path) -> dict[str, str]:
+    """name -> version of every distribution installed in `venv` but querylens."""
+    found = {}
+    for info in site_packages(venv).glob("*.dist-info"):
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+        if not is_excluded_package(name):
+            found[normalize_name(name)] = version
+    return found
+
+
+def lock_mismatches(venv: Path, lock: Path) -> list[str]:
+    """How `venv` departs from `lock`: distributions at another version, or not locked (a
+    venv holding part of the lock is fine)."""
+    from packaging.version import Version
+
+    locked = locked_versions(lock)
+    out = []
+    for name, version in sorted(installed_versions(venv).items()):
+        if name not in locked:
+            out.append(f"{name} {version} is not in the lock")
+        elif Version(version) != Version(locked[name]):
+            out.append(f"{name} {version} installed, {locked[name]} locked")
+    return out
+
+
+def check_env_lock(venv: Path, root: Path = ROOT) -> None:
+    """Refuse to pack a venv that is not the lock's (`lock_mismatches`)."""
+    lock = root / LOCK
+    if not lock.is_file():
+        raise SubmitError(f"no lock file at {lock}; run `make lock`")
+    bad = lock_mismatches(venv, lock)
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise SubmitError(f"the environment {venv} is not the lock's ({LOCK}): "
+                          f"{'; '.join(bad[:5])}{more}; run `make` to install the lock, or "
+                          f"set QUERYLENS_VENV to a venv installed from it")
+
+
 def env_key(venv: Path, compress: int, root: Path = ROOT) -> str:
-    """Hash of pyproject.toml, the venv's Python and installed distributions, the packing."""
+    """Hash of pyproject.toml, the lock, the venv's Python and installed distributions, the
+    packing."""
     dists = sorted(p.name for p in site_packages(venv).glob("*.dist-info")
                    if not is_excluded_package(p.name))
     cfg = (venv / "pyvenv.cfg").read_bytes() if (venv / "pyvenv.cfg").is_file() else b""
+    lock = root / LOCK
     return digest(iter([(root / "pyproject.toml").read_bytes(), cfg,
+                        lock.read_bytes() if lock.is_file() else b"",
                         "\n".join(dists).encode(), str(compress).encode(),
                         os.environ.get("QUERYLENS_PYTHON_PREFIX", "").encode()]))
 
@@ -422,8 +483,9 @@ def plan_submit(args: SubmitArgs, build_dir: Path, root: Path = ROOT) -> Plan:
     if not args.dry_run:
         package = build_package(root, build_dir)
         if not args.node_python:
-            env = pack_env(Path(os.environ.get("QUERYLENS_VENV", sys.prefix)), build_dir,
-                           compress)
+            venv = Path(os.environ.get("QUERYLENS_VENV", sys.prefix))
+            check_env_lock(venv, root)
+            env = pack_env(venv, build_dir, compress)
     zip_path = package.path if package else build_dir / f"querylens-{package_key(root)}.zip"
     command = [spark_submit, "--master", master, "--deploy-mode", args.deploy_mode,
                "--py-files", str(zip_path)]

@@ -1,7 +1,9 @@
 """The `query_embeddings` cache: embed only (query, model) pairs it lacks.
 
-Rows are keyed by (query_key, model_id, model_revision) and appended, never recomputed. A rerun
-over the same logs embeds nothing; a new day of logs embeds only its new queries.
+Rows are keyed by (query_key, model_id, model_revision, precision) and appended, never
+recomputed; the precision is the part of `device` after the slash (`float32`/`float16` for
+torch, `onnx-float32`, `onnx-int8`), so vectors of another backend or precision are never reused.
+A rerun over the same logs embeds nothing; a new day of logs embeds only its new queries.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.embed.encoders import Encoder, ModelLoadError
-from querylens.embed.udf import EncoderSettings, embed_struct_column, worker_encoder
+from querylens.embed.onnx import BackendChoice, guarded
+from querylens.embed.udf import EncoderSettings, backend_for, embed_struct_column, worker_encoder
 from querylens.runtime.config import EmbedConfig
 from querylens.runtime.tables import append_table, qualified
 from querylens.runtime.text import is_blank
@@ -42,6 +46,12 @@ class EmbedStats:
     devices: list[str] = field(default_factory=list)
     seconds: float = 0.0
     queries_per_second: float | None = None
+    requested_backend: str = "torch"
+    backend: str = "torch"
+    precision: str = "torch"
+    agreement: dict[str, Any] | None = None
+    backend_fallback: bool = False
+    backend_fallback_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,18 +84,50 @@ def probe_encoder(config: EmbedConfig, model: str) -> Encoder:
     """The encoder on the driver's CPU: proves the model loads and gives its id, revision, dim."""
     settings = EncoderSettings.from_config(config, model)
     return worker_encoder(EncoderSettings(settings.model, "cpu", settings.normalize,
-                                          settings.batch_size, settings.dtype))
+                                          settings.batch_size, "float32"))
+
+
+def tasks_use_gpu(spark: SparkSession, device: str) -> bool:
+    """Whether the embedding tasks run on a GPU: `cuda*`, or auto with GPU task resources or a
+    CUDA device visible here."""
+    if device != "auto":
+        return device.startswith("cuda")
+    if spark.conf.get("spark.task.resource.gpu.amount", None):
+        return True
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def choose_backend(spark: SparkSession, config: EmbedConfig, probe: Encoder) -> BackendChoice:
+    """torch, or ONNX if the tasks run on a CPU and its vectors agree with `probe` (torch float32
+    on the driver's CPU); a disagreeing or broken ONNX export falls back to torch, loudly."""
+    device = "cuda" if tasks_use_gpu(spark, config.device) else "cpu"
+    if backend_for(config.backend, device) == "torch":
+        return BackendChoice(probe)  # type: ignore[arg-type]
+    return guarded(probe, config.onnx_dir, config.quantize,  # type: ignore[arg-type]
+                   config.agreement_min_mean_cosine, config.agreement_min_cosine)
+
+
+def same_precision(precision: str) -> Column:
+    """Rows whose recorded precision (`device` after the slash) is `precision`; `torch` matches
+    every torch precision (float32 on a CPU, float16 on a GPU), as before ONNX existed."""
+    recorded = F.substring_index(F.coalesce(F.col("device"), F.lit("")), "/", -1)
+    if precision == "torch":
+        return ~recorded.startswith("onnx-")
+    return recorded == precision
 
 
 def cached_embeddings(
-    spark: SparkSession, database: str, model_id: str, revision: str
+    spark: SparkSession, database: str, model_id: str, revision: str, precision: str = "torch"
 ) -> DataFrame | None:
-    """The cache's rows for one model revision, or None before the cache exists."""
+    """The cache's rows for one model revision and precision, or None before the cache exists."""
     name = qualified(database, TABLE)
     if not spark.catalog.tableExists(name):
         return None
     table = spark.table(name)
-    return table.where((F.col("model_id") == model_id) & (F.col("model_revision") == revision))
+    return table.where((F.col("model_id") == model_id) & (F.col("model_revision") == revision)
+                       & same_precision(precision))
 
 
 def embed_queries(
@@ -99,6 +141,8 @@ def embed_queries(
     start = time.perf_counter()
     chosen = choose_model(config)
     encoder = chosen.encoder
+    backend = choose_backend(spark, config, encoder)
+    precision = backend.encoder.precision if backend.backend == "onnx" else "torch"
     distinct = queries.select("query_key", "query").dropDuplicates(["query_key"])
     counts = distinct.agg(
         F.count(F.lit(1)).alias("total"),
@@ -106,13 +150,14 @@ def embed_queries(
     ).first()
     assert counts is not None
     wanted = distinct.where(~is_blank(F.col("query")) & F.col("query_key").isNotNull())
-    cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision)
+    cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision, precision)
     missing = wanted if cached is None else wanted.join(
         cached.select("query_key").distinct(), "query_key", "left_anti")
     batch_id = f"{run_id or 'adhoc'}-{uuid.uuid4().hex[:8]}"
     n_missing = missing.count()
     if n_missing:
-        settings = EncoderSettings.from_config(config, chosen.model)
+        settings = replace(EncoderSettings.from_config(config, chosen.model),
+                           backend=backend.backend, guard=False)
         fresh = missing.withColumn("e", embed_struct_column(F.col("query"), settings)).select(
             "query_key",
             "query",
@@ -145,6 +190,12 @@ def embed_queries(
         devices=devices,
         seconds=round(seconds, 3),
         queries_per_second=round(embedded / seconds, 1) if embedded else None,
+        requested_backend=config.backend,
+        backend=backend.backend,
+        precision=precision,
+        agreement=asdict(backend.agreement) if backend.agreement else None,
+        backend_fallback=backend.fallback_reason is not None,
+        backend_fallback_reason=backend.fallback_reason,
     )
     if stats.truncated:
         log.warning("%d queries were longer than %s's %d-token context and were truncated",

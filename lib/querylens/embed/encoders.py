@@ -47,6 +47,8 @@ class Encoder(Protocol):
     max_tokens: int
     device: str
     dtype: str
+    backend: str
+    precision: str
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
@@ -151,6 +153,8 @@ class ClipTextEncoder:
     sees the padding after it and no attention mask is needed.
     """
 
+    backend = "torch"
+
     def __init__(self, model_id: str, path: str, device: str = "cpu", normalize: bool = True,
                  batch_size: int = 256, dtype: str = "auto", cuda_graphs: bool = False):
         from transformers import AutoTokenizer, CLIPConfig, CLIPTextModelWithProjection
@@ -172,6 +176,7 @@ class ClipTextEncoder:
             model = CLIPTextModelWithProjection.from_pretrained(path, config=text_config)
         self.torch_dtype = torch_dtype(dtype, device)
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
+        self.precision = self.dtype
         self.model: Any = model.to(device=device, dtype=self.torch_dtype).eval()  # type: ignore[call-arg]
         use_graphs = cuda_graphs and device.startswith("cuda")
         self.graphs = CudaGraphs(self.forward, batch_size) if use_graphs else None
@@ -273,6 +278,8 @@ class CudaGraphs:
 class SentenceTransformerEncoder:
     """Any sentence-transformers model, pooled and (optionally) normalised as the model defines."""
 
+    backend = "torch"
+
     def __init__(self, model_id: str, path: str, device: str = "cpu", normalize: bool = True,
                  batch_size: int = 256, dtype: str = "auto", cuda_graphs: bool = False):
         from sentence_transformers import SentenceTransformer
@@ -284,6 +291,7 @@ class SentenceTransformerEncoder:
                                          local_files_only=True)
         self.torch_dtype = torch_dtype(dtype, device)
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
+        self.precision = self.dtype
         self.model.to(self.torch_dtype)
         dim = getattr(self.model, "get_embedding_dimension",
                       self.model.get_sentence_embedding_dimension)()

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from querylens.embed.encoders import DTYPES
+from querylens.embed.onnx import BACKENDS, QUANTIZE
 from querylens.embed.udf import embed_column
 
 
@@ -41,21 +42,29 @@ class QueryEmbedder(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
     cudaGraphs: Param[bool] = Param(
         Params._dummy(), "cudaGraphs", "replay CUDA graphs for CLIP on a GPU",
         typeConverter=TypeConverters.toBoolean)
+    backend: Param[str] = Param(
+        Params._dummy(), "backend", "torch, onnx (CPU, checked against torch) or auto",
+        typeConverter=TypeConverters.toString)
+    quantize: Param[str] = Param(
+        Params._dummy(), "quantize", "ONNX precision: none or int8",
+        typeConverter=TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, inputCol: str = "query", outputCol: str = "embedding",
                  model: str = "minilm", batchSize: int = 256, device: str = "auto",
-                 dtype: str = "auto", normalize: bool = True, cudaGraphs: bool = False):
+                 dtype: str = "auto", normalize: bool = True, cudaGraphs: bool = False,
+                 backend: str = "torch", quantize: str = "none"):
         super().__init__()
         self._setDefault(inputCol="query", outputCol="embedding", model="minilm", batchSize=256,
-                         device="auto", dtype="auto", normalize=True, cudaGraphs=False)
+                         device="auto", dtype="auto", normalize=True, cudaGraphs=False,
+                         backend="torch", quantize="none")
         self.setParams(**self._input_kwargs)  # type: ignore[attr-defined]
 
     @keyword_only
     def setParams(self, *, inputCol: str = "query", outputCol: str = "embedding",
                   model: str = "minilm", batchSize: int = 256, device: str = "auto",
-                  dtype: str = "auto", normalize: bool = True,
-                  cudaGraphs: bool = False) -> QueryEmbedder:
+                  dtype: str = "auto", normalize: bool = True, cudaGraphs: bool = False,
+                  backend: str = "torch", quantize: str = "none") -> QueryEmbedder:
         """Set any of the params by keyword."""
         kwargs: dict[str, Any] = self._input_kwargs  # type: ignore[attr-defined]
         return self._set(**kwargs)
@@ -84,6 +93,12 @@ class QueryEmbedder(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
     def getCudaGraphs(self) -> bool:
         return self.getOrDefault(self.cudaGraphs)
 
+    def getBackend(self) -> str:
+        return self.getOrDefault(self.backend)
+
+    def getQuantize(self) -> str:
+        return self.getOrDefault(self.quantize)
+
     def check(self, dataset: DataFrame) -> None:
         """Fail early, naming the param or column, on settings the UDF would reject later."""
         column = self.getInputCol()
@@ -99,11 +114,18 @@ class QueryEmbedder(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
         device = self.getDevice()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"QueryEmbedder device must be auto, cpu or cuda, got {device!r}")
+        if self.getBackend() not in BACKENDS:
+            raise ValueError(
+                f"QueryEmbedder backend must be one of {BACKENDS}, got {self.getBackend()!r}")
+        if self.getQuantize() not in QUANTIZE:
+            raise ValueError(
+                f"QueryEmbedder quantize must be one of {QUANTIZE}, got {self.getQuantize()!r}")
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.check(dataset)
         embeddings = embed_column(
             F.col(f"`{self.getInputCol()}`"), self.getModel(), self.getDevice(),
             self.getNormalize(), self.getBatchSize(), self.getDtype(), self.getCudaGraphs(),
+            self.getBackend(), self.getQuantize(),
         )
         return dataset.withColumn(self.getOutputCol(), embeddings)

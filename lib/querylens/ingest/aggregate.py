@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from querylens.ingest.fragments import fold_typing_fragments
@@ -48,6 +48,8 @@ class IngestStats:
     interactions: bool = True
     bad_row_samples: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    glob_files: int | None = None
+    widened_columns: dict[str, Any] = field(default_factory=dict)
 
 
 def read_events(
@@ -67,7 +69,9 @@ def aggregate_queries(events: DataFrame, config: InputConfig, normalize: Normali
     they complete; blank queries form the null-key row. `rows`, `fragments` and
     `attributed_events` are per-key tallies for the ledger."""
     normalized = with_normalized_query(events, config.filter_columns, normalize)
-    folded = fold_typing_fragments(normalized, config.typing_fragment_seconds)
+    folded = with_reformulations(
+        fold_typing_fragments(normalized, config.typing_fragment_seconds),
+        config.reformulation_seconds)
     searches = F.col("searches")
 
     def searches_with(count: str) -> Column:
@@ -85,11 +89,33 @@ def aggregate_queries(events: DataFrame, config: InputConfig, normalize: Normali
         F.max("ts").alias("last_seen"),
         F.sum("impressions").alias("impressions"),
         (F.sum("click_position_sum") / F.sum("positioned_clicks")).alias("mean_click_position"),
+        F.sum(F.col("reformulated").cast("long")).alias("reformulated_searches"),
+        F.sum(F.when(F.col("results_shown") == 0, searches).otherwise(0))
+        .alias("zero_result_searches"),
         *[F.sum(c).alias(c) for c in FLAGS],
         F.count("*").alias("rows"),
         F.sum(F.col("fragment").cast("long")).alias("fragments"),
         F.sum("attributed_events").alias("attributed_events"),
     )
+
+
+def with_reformulations(events: DataFrame, seconds: float) -> DataFrame:
+    """Events with a `reformulated` flag: a search (not a fragment or a blank query) whose
+    session's next search is of another query at most `seconds` later. `seconds` 0 flags
+    nothing; searches without a session or timestamp are never reformulated."""
+    if seconds <= 0:
+        return events.withColumn("reformulated", F.lit(False))
+    searched = (F.col("query_key").isNotNull() & F.col("ts").isNotNull()
+                & F.col("session_id").isNotNull() & (F.col("searches") > 0))
+    session = F.coalesce(F.col("session_id"),
+                         F.concat(F.lit("\u0000"), F.monotonically_increasing_id().cast("string")))
+    order = Window.partitionBy("by").orderBy("searched", "ts", "query_key")
+    next_key, next_ts = F.lead("query_key").over(order), F.lead("ts").over(order)
+    reformulated = (F.col("searched") & (next_key != F.col("query_key"))
+                    & (F.unix_micros(next_ts) - F.unix_micros(F.col("ts"))
+                       <= int(seconds * 1_000_000)))
+    return events.withColumn("searched", searched).withColumn("by", session).select(
+        *events.columns, F.coalesce(reformulated, F.lit(False)).alias("reformulated"))
 
 
 TALLIES = (*FLAGS, "rows", "fragments", "attributed_events")
@@ -139,6 +165,8 @@ def ingest(
         interactions=facts.get("interactions", True),
         bad_row_samples=facts.get("malformed_samples", []),
         skipped_files=facts.get("skipped_files", 0),
+        glob_files=facts.get("glob_files"),
+        widened_columns=facts.get("widened_columns", {}),
         **{c: int(totals[c] or 0) for c in FLAGS},
     )
     for line in ledger_lines(stats):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import operator
 import os
@@ -22,7 +23,7 @@ from querylens.runtime.errors import InputError
 
 COUNT_COLUMNS = ("clicks", "add_to_bags", "purchases")
 EXPOSURE_COLUMNS = {"impressions": "bigint", "positioned_clicks": "bigint",
-                    "click_position_sum": "double"}
+                    "click_position_sum": "double", "results_shown": "bigint"}
 FLAGS = ("invalid_counts", "negative_counts", "invalid_timestamps", "future_timestamps")
 SPARK_ERRORS = (PySparkException, Py4JJavaError)
 ATOMIC = (T.StringType, T.NumericType, T.BooleanType, T.DateType, T.TimestampType,
@@ -38,7 +39,9 @@ def read_raw(
     """The input's rows as Spark reads them. CSV rows that do not parse are dropped, counted
     into `malformed["input.path"]` and the first `MALFORMED_SAMPLES` kept in `samples`; files of
     a CSV or Parquet folder that are not data files are skipped and counted into
-    `facts["skipped_files"]` (see `data_files`)."""
+    `facts["skipped_files"]` (see `data_files`); a glob's matched files are counted into
+    `facts["glob_files"]`, Parquet columns widened across files into
+    `facts["widened_columns"]` (see `widened_types`)."""
     try:
         if config.format == "table":
             if not config.table:
@@ -53,8 +56,9 @@ def read_raw(
         if config.format == "csv":
             raw = read_csv(spark, config, malformed, samples, paths)
         else:
-            raw = file_reader(spark, config, paths).parquet(
-                *([paths] if isinstance(paths, str) else paths))
+            raw = read_parquet(spark, config, paths, facts if facts is not None else {})
+        if facts is not None and is_glob(config.path):
+            facts["glob_files"] = len(raw.inputFiles())
     except SPARK_ERRORS as exc:
         raise InputError(f"cannot read {describe(config)}: {spark_message(exc)}"
                          f"{suspect_files(config)}") from exc
@@ -128,12 +132,28 @@ def data_files(config: InputConfig) -> tuple[str | list[str], list[str]]:
     `name=value` partition folders (which Spark would not read as part of any partition) is an
     `InputError`. `input.path` itself when nothing is skipped, it is a file or not local, or
     `input.options.pathGlobFilter` chooses the files."""
-    root = Path(config.path)
     chosen = any(k.lower() == "pathglobfilter" for k in config.options)
-    if "://" in config.path or not root.is_dir() or (config.format == "csv" and chosen):
+    globbed = is_glob(config.path) and "://" not in config.path
+    roots = glob_matches(config.path) if globbed else [Path(config.path)]
+    if "://" in config.path or not (globbed or roots[0].is_dir()) or (
+            config.format == "csv" and chosen):
         return config.path, []
     keep: list[str] = []
     skipped: list[str] = []
+    for root in roots:
+        if root.is_file():
+            (keep if is_data_file(root.name, config.format) else skipped).append(str(root))
+        else:
+            walk_data_files(config, root, keep, skipped)
+    if not skipped and not globbed:
+        return config.path, []
+    log_skipped(config, keep, skipped)
+    return keep, skipped
+
+
+def walk_data_files(config: InputConfig, root: Path, keep: list[str], skipped: list[str]
+                    ) -> None:
+    """Add the data files below folder `root` to `keep`, the other files to `skipped`."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not hidden(d))
         names = sorted(f for f in files if not hidden(f))
@@ -147,22 +167,123 @@ def data_files(config: InputConfig) -> tuple[str | list[str], list[str]]:
                 f"of input.path")
         keep += [str(Path(folder, f)) for f in data]
         skipped += [str(Path(folder, f)) for f in names if f not in data]
-    if not skipped:
-        return config.path, []
-    log.warning("input.path %s: skipped %d files that are not %s data files (by name: %s), "
-                "e.g. %s", config.path, len(skipped), config.format,
-                "/".join(DATA_SUFFIXES[config.format]), ", ".join(skipped[:5]))
+
+
+def log_skipped(config: InputConfig, keep: list[str], skipped: list[str]) -> None:
+    """Log the skipped files; an `InputError` when no data file is left."""
+    if skipped:
+        log.warning("input.path %s: skipped %d files that are not %s data files (by name: %s), "
+                    "e.g. %s", config.path, len(skipped), config.format,
+                    "/".join(DATA_SUFFIXES[config.format]), ", ".join(skipped[:5]))
     if not keep:
-        raise InputError(f"input.path {config.path} holds no {config.format} data files (only "
-                         f"{', '.join(skipped[:5])})")
-    return keep, skipped
+        only = f" (only {', '.join(skipped[:5])})" if skipped else ""
+        raise InputError(f"input.path {config.path} holds no {config.format} data files{only}")
 
 
 def file_reader(spark: SparkSession, config: InputConfig, paths: str | list[str]
                 ) -> DataFrameReader:
     """A reader for `paths`: given a list of files, partition columns are still inferred from
-    the folders below `input.path` (`basePath`)."""
-    return spark.read if isinstance(paths, str) else spark.read.option("basePath", config.path)
+    the folders below `input.path` (`basePath`; for a glob, its folder before the first
+    wildcard)."""
+    if isinstance(paths, str):
+        return spark.read
+    return spark.read.option("basePath", glob_base(config.path) if is_glob(config.path)
+                             else config.path)
+
+
+GLOB = re.compile(r"[*?\[{]")
+
+
+def is_glob(path: str) -> bool:
+    """Whether `path` holds a Hadoop glob wildcard (`*`, `?`, `[...]`, `{a,b}`)."""
+    return bool(GLOB.search(path))
+
+
+def glob_base(path: str) -> str:
+    """The folder of a glob before its first wildcard (`/logs/dt=*/x.csv` -> `/logs`)."""
+    parts = Path(path).parts
+    fixed = [p for p in parts[:next(i for i, p in enumerate(parts) if is_glob(p))]]
+    return str(Path(*fixed)) if fixed else "."
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`{a,b}` alternatives expanded, as Hadoop globs read them (`x{1,2}` -> x1, x2)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    head, tail = pattern[:match.start()], pattern[match.end():]
+    return [p for alt in match.group(1).split(",") for p in expand_braces(head + alt + tail)]
+
+
+def glob_matches(path: str) -> list[Path]:
+    """Local files and folders a glob `input.path` matches, in order; hidden names excluded."""
+    found = {Path(p) for pattern in expand_braces(path) for p in glob.glob(pattern)}
+    return sorted(p for p in found if not hidden(p.name))
+
+
+def read_parquet(spark: SparkSession, config: InputConfig, paths: str | list[str],
+                 facts: dict[str, Any]) -> DataFrame:
+    """Parquet files as one DataFrame. Columns whose files differ only in integer width (int32
+    in some, int64 in others) or float width are read as bigint or double (`widened_types`),
+    logged and counted into `facts["widened_columns"]` (column -> the type read and how many
+    files had a narrower one); Spark alone would fail or read one file's type."""
+    args = [paths] if isinstance(paths, str) else paths
+    raw = file_reader(spark, config, paths).parquet(*args)
+    files = parquet_files(paths)
+    widened = widened_types(files)
+    if not widened:
+        return raw
+    facts["widened_columns"] = {c: {"to": kind, "files": n} for c, (kind, n) in widened.items()}
+    log.warning("input.path %s: columns of different widths across %d Parquet files read as "
+                "the wider type: %s", mask_value(config.path), len(files),
+                ", ".join(f"{c} -> {kind} ({n} files narrower)"
+                          for c, (kind, n) in widened.items()))
+    schema = T.StructType([
+        T.StructField(f.name, SPARK_TYPES[widened[f.name][0]], f.nullable,
+                      f.metadata) if f.name in widened else f
+        for f in raw.schema.fields])
+    return file_reader(spark, config, paths).schema(schema).parquet(*args)
+
+
+def parquet_files(paths: str | list[str]) -> list[Path]:
+    """The local Parquet data files `paths` (a file, a folder or a list of files) reads; none
+    for a URI."""
+    if isinstance(paths, list):
+        return [Path(p) for p in paths]
+    root = Path(paths)
+    if "://" in paths or not root.exists():
+        return []
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_data_file(p.name, "parquet")
+                  and not any(hidden(part) for part in p.relative_to(root).parts))
+
+
+SPARK_TYPES: dict[str, T.DataType] = {"bigint": T.LongType(), "double": T.DoubleType()}
+WIDER = {"bigint": ("int8", "int16", "int32", "int64"), "double": ("halffloat", "float", "double")}
+
+
+def widened_types(files: list[Path]) -> dict[str, tuple[str, int]]:
+    """Column -> (the Spark type to read it as, files with a narrower type) for the columns
+    whose Parquet footers disagree only in the width of a signed integer or a float. Files
+    whose footer cannot be read are left to Spark's own error."""
+    import pyarrow.parquet as pq
+
+    kinds: dict[str, list[str]] = {}
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, ValueError):
+            continue
+        for name, kind in zip(schema.names, schema.types, strict=True):
+            kinds.setdefault(name, []).append(str(kind))
+    widened: dict[str, tuple[str, int]] = {}
+    for name, found in kinds.items():
+        for spark_type, family in WIDER.items():
+            if len(set(found)) > 1 and set(found) <= set(family):
+                widest = max(found, key=family.index)
+                widened[name] = (spark_type, sum(kind != widest for kind in found))
+    return widened
 
 
 def shorten(text: str, limit: int = 200) -> str:
@@ -172,7 +293,7 @@ def shorten(text: str, limit: int = 200) -> str:
 STANDARD_NAMES = {"timestamp": "ts", "count": "searches"}
 ABSENT = {"session_id": (None, "string"), "timestamp": (None, "timestamp"),
           "clicks": (0, "bigint"), "add_to_bags": (0, "bigint"), "purchases": (0, "bigint"),
-          "count": (1, "bigint")}
+          "count": (1, "bigint"), "results_shown": (None, "bigint")}
 
 
 def standardize(raw: DataFrame, config: InputConfig, facts: dict[str, Any]) -> DataFrame:
@@ -205,6 +326,7 @@ def standardize(raw: DataFrame, config: InputConfig, facts: dict[str, Any]) -> D
         "ts",
         "searches",
         *COUNT_COLUMNS,
+        "results_shown",
         *config.filter_columns,
     ), config.filter_columns)
 
@@ -277,7 +399,7 @@ def with_flags(events: DataFrame, filter_columns: list[str]) -> DataFrame:
                                      for c in COUNT_COLUMNS])
     present = set(events.columns)
     searches = F.col("searches").try_cast("long") if "searches" in present else F.lit(1)
-    exposure = [(F.col(c) if c in present else F.lit(None)).cast(kind).alias(c)
+    exposure = [(F.col(c) if c in present else F.lit(None)).try_cast(kind).alias(c)
                 for c, kind in EXPOSURE_COLUMNS.items()]
     actor = F.col("actor") if "actor" in present else F.col("session_id")
     attributed = F.col("attributed_events") if "attributed_events" in present else F.lit(0)
@@ -331,7 +453,13 @@ def require_unique_columns(columns: list[str]) -> None:
 
 
 def require_path(path: str, key: str) -> None:
-    if "://" not in path and not Path(path).exists():
+    """Raise naming `key` when local `path` does not exist, or is a glob that matches nothing."""
+    if "://" in path:
+        return
+    if is_glob(path) and not Path(path).exists():
+        if not glob_matches(path):
+            raise InputError(f"{key} {path} matches no files")
+    elif not Path(path).exists():
         raise InputError(f"{key} not found: {path}")
 
 

@@ -1,21 +1,20 @@
 """Recommendations for failing queries: the top successful, well-supported queries of the nearest
-successful cluster, searched on the executors against a broadcast index (exact or IVF)."""
+successful cluster, searched on the executors against a broadcast index (faiss: exact or IVF)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark import Broadcast
 from pyspark.sql import DataFrame
-from sklearn.cluster import KMeans
 
 from querylens.runtime.arrays import normalize_rows, stack_rows
 from querylens.runtime.config import RecommendConfig
-from querylens.runtime.workers import map_batches_with
+from querylens.runtime.workers import Shared, map_batches_with
 
 log = logging.getLogger("querylens")
 
@@ -27,17 +26,28 @@ SCHEMA = (
 )
 COLUMNS = [part.strip().split(" ")[0] for part in SCHEMA.split(",")]
 IVF_FIT_SAMPLE = 50_000
-QUERY_CHUNK_CELLS = 20_000_000
 
 
 @dataclass
 class IVF:
-    """An inverted-file index: members of each list stored contiguously in `order`."""
+    """A faiss `IndexIVFFlat` (inner product over unit rows) kept serialised, so it pickles
+    into a broadcast; `index()` rebuilds it once per process."""
 
     centroids: np.ndarray
-    order: np.ndarray
-    offsets: np.ndarray
+    blob: np.ndarray
     probe: int
+    _index: Any = field(default=None, repr=False, compare=False)
+
+    def index(self) -> Any:
+        if self._index is None:
+            import faiss
+
+            self._index = faiss.deserialize_index(self.blob)
+            self._index.nprobe = self.probe
+        return self._index
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_index": None}
 
 
 @dataclass
@@ -95,56 +105,51 @@ def top_n(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return out_s, out_i
 
 
+def faiss_result(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's (distances, labels) with the padding of `top_n`: -inf and -1."""
+    sims = sims.astype(np.float32, copy=True)
+    sims[idx < 0] = -np.inf
+    return sims, idx.astype(np.int64)
+
+
 def exact_search(q: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n cosine neighbours of unit rows `q` among unit rows `vectors`, by brute force."""
-    chunk = max(1, QUERY_CHUNK_CELLS // max(len(vectors), 1))
-    parts = [top_n(q[s:s + chunk] @ vectors.T, n) for s in range(0, len(q), chunk)]
-    if not parts:
-        return top_n(np.empty((0, len(vectors)), dtype=np.float32), n)
-    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+    """Top-n cosine neighbours of unit rows `q` among unit rows `vectors`: faiss brute force
+    (`IndexFlatIP`)."""
+    import faiss
+
+    if len(q) == 0 or len(vectors) == 0:
+        return top_n(np.empty((len(q), len(vectors)), dtype=np.float32), n)
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return faiss_result(*flat.search(np.ascontiguousarray(q, dtype=np.float32), n))
 
 
 def build_ivf(vectors: np.ndarray, n_lists: int | None, probe: int, seed: int) -> IVF:
-    """Spherical k-means lists over unit `vectors` (fit on a sample of at most 50,000)."""
-    n = len(vectors)
+    """faiss IVF lists (k-means on a seeded sample of at most 50,000) over unit `vectors`."""
+    import faiss
+
+    n, dim = vectors.shape
     lists = max(1, min(n_lists or int(round(np.sqrt(n))), n))
     rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(n, size=min(n, IVF_FIT_SAMPLE), replace=False)]
-    kmeans = KMeans(n_clusters=lists, n_init=1, max_iter=20, random_state=seed).fit(sample)
-    centroids = normalize_rows(kmeans.cluster_centers_)
-    assigned = np.concatenate([
-        np.argmax(vectors[s:s + 65536] @ centroids.T, axis=1) for s in range(0, n, 65536)
-    ])
-    order = np.argsort(assigned, kind="stable")
-    offsets = np.searchsorted(assigned[order], np.arange(lists + 1))
-    return IVF(centroids, order, offsets, min(probe, lists))
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    sample = data[rng.choice(n, size=min(n, IVF_FIT_SAMPLE), replace=False)]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1
+    index.train(sample)
+    index.add(data)
+    centroids = index.quantizer.reconstruct_n(0, lists)
+    return IVF(centroids, faiss.serialize_index(index), min(probe, lists))
 
 
 def ivf_search(q: np.ndarray, ivf: IVF, vectors: np.ndarray,
                n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n neighbours among the members of each query's `probe` nearest lists."""
-    m, probe = len(q), ivf.probe
-    if m == 0:
+    """Top-n neighbours among the members of each query's `probe` nearest lists (faiss);
+    `vectors` are the indexed rows (kept for the signature shared with `exact_search`)."""
+    del vectors
+    if len(q) == 0:
         return top_n(np.empty((0, 0), dtype=np.float32), n)
-    probes = top_n(q @ ivf.centroids.T, probe)[1]
-    best_s = np.full((m, probe * n), -np.inf, dtype=np.float32)
-    best_i = np.full((m, probe * n), -1, dtype=np.int64)
-    flat = probes.ravel()
-    by_list = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[by_list], np.arange(len(ivf.offsets)))
-    for lst in np.unique(flat):
-        picked = by_list[bounds[lst]:bounds[lst + 1]]
-        rows, slots = picked // probe, picked % probe
-        members = ivf.order[ivf.offsets[lst]:ivf.offsets[lst + 1]]
-        if len(members) == 0:
-            continue
-        s, i = top_n(q[rows] @ vectors[members].T, n)
-        cols = slots[:, None] * n + np.arange(n)
-        best_s[rows[:, None], cols] = s
-        best_i[rows[:, None], cols] = np.where(i >= 0, members[np.maximum(i, 0)], -1)
-    s, pos = top_n(best_s, n)
-    idx = np.take_along_axis(best_i, np.maximum(pos, 0), axis=1)
-    return s, np.where(pos >= 0, idx, -1)
+    return faiss_result(*ivf.index().search(np.ascontiguousarray(q, dtype=np.float32), n))
 
 
 def search(q: np.ndarray, cluster: ClusterIndex, n: int,
@@ -329,7 +334,7 @@ def rows_frame(batch: pd.DataFrame, q: np.ndarray, target: np.ndarray, hits: Hit
 
 
 def recommend_df(failing: DataFrame, index: RecommendIndex,
-                 config: RecommendConfig) -> tuple[DataFrame, Broadcast]:
+                 config: RecommendConfig) -> tuple[DataFrame, Shared[RecommendIndex]]:
     """Recommendations computed in `mapInPandas` against the broadcast index; the caller
     destroys the returned broadcast once the rows are written."""
 

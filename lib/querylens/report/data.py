@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from querylens.runtime.arrays import to_pandas
+from querylens.runtime.config import SuccessConfig
 from querylens.runtime.tables import qualified, read_run_table, table_exists
 
 log = logging.getLogger("querylens")
@@ -50,6 +51,11 @@ class ReportData:
     def facts(self) -> dict[str, Any]:
         return self.manifest.get("facts", {})
 
+    def success_setting(self, key: str) -> Any:
+        """`success.<key>` of the run's config, else its default."""
+        section = self.config.get("success", {}) if isinstance(self.config, dict) else {}
+        return section.get(key, getattr(SuccessConfig(), key))
+
     @property
     def skipped(self) -> dict[str, str]:
         """Why each stage this run skipped did not apply, by stage name."""
@@ -58,7 +64,8 @@ class ReportData:
                 if isinstance(f, dict) and f.get("skipped")}
 
     def chosen(self) -> tuple[int | None, int | None]:
-        """(n_components, n_clusters) of the run: facts first, then config, then the tables."""
+        """(n_components, n_clusters) of the run: facts first, then config (unless `auto`),
+        then the tables."""
         cluster_facts = self.facts.get("cluster", {}) if isinstance(self.facts, dict) else {}
         cluster_config = self.config.get("cluster", {})
         n_components = cluster_facts.get("n_components", cluster_config.get("n_components"))
@@ -66,8 +73,8 @@ class ReportData:
         clusters = self.table("clusters")
         if clusters is not None:
             n_clusters = len(clusters)
-        return (None if n_components is None else int(n_components),
-                None if n_clusters is None else int(n_clusters))
+        return (int(n_components) if isinstance(n_components, (int, float)) else None,
+                int(n_clusters) if isinstance(n_clusters, (int, float)) else None)
 
 
 def run_table(
@@ -87,16 +94,29 @@ def collect(df: DataFrame | None) -> pd.DataFrame | None:
     return None if frame.empty else frame
 
 
+SUCCESS_DETAILS = ("n_labelled", "success_rate_low", "success_rate_high")
+
+
 def with_success_rates(clusters: pd.DataFrame | None,
                        success: pd.DataFrame | None) -> pd.DataFrame | None:
     """`clusters` with `success_rate` taken from `cluster_success` where it is missing (runs
-    written before `clusters` carried it)."""
+    written before `clusters` carried it), and the labelled count and Wilson bounds of the
+    rate where `cluster_success` has them."""
     if clusters is None or success is None:
         return clusters
-    rates = clusters["cluster_id"].map(success.set_index("cluster_id")["success_rate"])
+    by_id = success.set_index("cluster_id")
+    rates = clusters["cluster_id"].map(by_id["success_rate"])
+    details = {c: clusters["cluster_id"].map(by_id[c]) for c in SUCCESS_DETAILS
+               if c in by_id and c not in clusters}
     if "success_rate" not in clusters:
-        return clusters.assign(success_rate=rates)
-    return clusters.assign(success_rate=clusters["success_rate"].fillna(rates))
+        return clusters.assign(success_rate=rates, **details)
+    return clusters.assign(success_rate=clusters["success_rate"].fillna(rates), **details)
+
+
+def few_labels(n_labelled: Any, minimum: int) -> bool:
+    """Whether a cluster's success rate rests on fewer than `minimum` labelled queries (False
+    where the count is unknown: runs written before `cluster_success` had it)."""
+    return n_labelled is not None and not pd.isna(n_labelled) and int(n_labelled) < minimum
 
 
 def sample_rows(df: DataFrame, n: int, seed: int, total: int | None = None) -> DataFrame:

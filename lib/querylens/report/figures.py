@@ -30,7 +30,7 @@ from querylens.report.analysis import (  # noqa: E402
     reduce_sample,
     refit_silhouettes,
 )
-from querylens.report.data import ReportData  # noqa: E402
+from querylens.report.data import ReportData, few_labels  # noqa: E402
 
 log = logging.getLogger("querylens")
 
@@ -258,6 +258,59 @@ def sweep_tradeoff(data: ReportData, options: FigureOptions) -> tuple[Figure, st
                  "embedding's information.")
 
 
+GRID_PANELS = (("silhouette_euclidean_sampled", "Silhouette (euclidean, sampled)"),
+               ("stability_ari", "Seed stability (ARI)"),
+               ("ami", "AMI with the reference classes"))
+
+
+def chosen_point(data: ReportData, sweep: pd.DataFrame) -> tuple[int | None, int | None]:
+    """The sweep row flagged `chosen`, else the run's (n_components, n_clusters)."""
+    flags = sweep["chosen"].eq(True) if "chosen" in sweep else pd.Series(False, sweep.index)
+    if flags.any():
+        row = sweep[flags].iloc[0]
+        return int(row["n_components"]), int(row["n_clusters"])
+    return data.chosen()
+
+
+def sweep_grid(data: ReportData, options: FigureOptions) -> tuple[Figure, str]:
+    """One heatmap per sweep metric over (n_components x n_clusters), the chosen point boxed."""
+    sweep = require(data, "cluster_sweep")
+    panels = [(c, t) for c, t in GRID_PANELS if c in sweep and sweep[c].notna().any()]
+    if not panels:
+        raise NotAvailable("the `cluster_sweep` table holds no silhouette, stability or AMI")
+    chosen = chosen_point(data, sweep)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 0.6, 4.8),
+                             squeeze=False)
+    for ax, (column, title) in zip(axes[0], panels, strict=True):
+        grid = sweep.pivot_table(index="n_clusters", columns="n_components", values=column)
+        image = ax.imshow(grid.to_numpy(), origin="lower", aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(grid.columns)), [f"{int(c)}" for c in grid.columns])
+        ax.set_yticks(range(len(grid.index)), [f"{int(k)}" for k in grid.index])
+        for (i, j), value in np.ndenumerate(grid.to_numpy()):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < np.nanmean(grid.to_numpy()) else "black")
+        if chosen[0] in grid.columns and chosen[1] in grid.index:
+            j, i = list(grid.columns).index(chosen[0]), list(grid.index).index(chosen[1])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec=VERMILLION,
+                                       lw=2.5))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+        ax.set_xlabel("Number of PCA components")
+        ax.set_ylabel("Number of clusters k")
+        ax.set_title(title, loc="left", fontsize=11)
+    fig.suptitle("The sweep over components and clusters; the box is this run",
+                 fontweight="bold")
+    fig.tight_layout()
+    facts = data.facts.get("cluster", {}) if isinstance(data.facts, dict) else {}
+    reason = facts.get("choice_reason") if isinstance(facts, dict) else None
+    why = f" This run: {reason}." if reason else ""
+    return fig, ("Each cell is one grid point of the sweep (on its sample), the largest number "
+                 "of components being the whole embedding, no reduction. The silhouette falls "
+                 "as components are added whatever the data, so `auto` chooses the components "
+                 "by explained variance and only then k by stability and silhouette; the AMI "
+                 "column (when reference classes exist) is never used to choose." + why)
+
+
 def knife_panel(ax: plt.Axes, frame: pd.DataFrame, title: str) -> None:
     values = frame["silhouette_sqeuclidean"].to_numpy(dtype=float)
     labels = frame["cluster_id"].to_numpy()
@@ -370,23 +423,50 @@ def cluster_overview(data: ReportData, options: FigureOptions) -> tuple[Figure, 
     caption = ("Clusters sorted by traffic (searches), largest at the top; labels give the share "
                "of searches and the number of distinct queries.")
     if has_rate:
-        ax2 = axes[0][1]
-        rates = 100 * clusters["success_rate"].astype(float)
-        ax2.barh(y, rates, color=[GREEN if r >= rates.median() else ORANGE for r in rates])
-        for yi, rate in enumerate(rates):
-            ax2.text(rate, yi, f" {rate:.0f}%", va="center", fontsize=8)
-        weighted = float(np.average(rates.fillna(0), weights=clusters["size"]))
-        ax2.axvline(weighted, color="black", ls="--", lw=1, label=f"all queries {weighted:.0f}%")
-        ax2.xaxis.set_major_formatter(PercentFormatter())
-        ax2.set_xlim(0, 110)
-        ax2.set_xlabel("Success rate of the cluster's queries")
-        ax2.set_title("Success rate per cluster", loc="left", fontsize=11)
-        ax2.legend(loc="lower right")
-        caption += (" Green: at or above the median cluster; orange: below — high traffic with "
-                    "low success is where search fails most users.")
+        caption += success_rate_panel(axes[0][1], clusters, y, data)
     fig.suptitle("Cluster sizes and success rates, sorted by traffic", fontweight="bold")
     fig.tight_layout()
     return fig, caption
+
+
+def success_rate_panel(ax: Any, clusters: pd.DataFrame, y: np.ndarray, data: ReportData) -> str:
+    """Per-cluster success-rate bars with their Wilson intervals; clusters with fewer than
+    `success.min_cluster_labels` labelled queries get a grey stub instead of a bar. Returns the
+    caption's addition."""
+    minimum = int(data.success_setting("min_cluster_labels"))
+    labelled = clusters.get("n_labelled", pd.Series(np.nan, index=clusters.index))
+    few = np.array([few_labels(n, minimum) for n in labelled])
+    rates = 100 * clusters["success_rate"].astype(float).where(~few)
+    median = rates.median()
+    ax.barh(y, rates.fillna(0), color=[GREEN if r >= median else ORANGE for r in rates])
+    if {"success_rate_low", "success_rate_high"} <= set(clusters.columns):
+        low = 100 * clusters["success_rate_low"].astype(float).where(~few)
+        high = 100 * clusters["success_rate_high"].astype(float).where(~few)
+        known = low.notna().to_numpy() & high.notna().to_numpy()
+        ax.errorbar(rates[known], y[known], xerr=[(rates - low).clip(lower=0)[known],
+                                                       (high - rates).clip(lower=0)[known]],
+                    fmt="none", ecolor="black", elinewidth=1, capsize=2)
+    for yi, (rate, is_few, n) in enumerate(zip(rates, few, labelled, strict=True)):
+        if is_few:
+            ax.barh(yi, 100, color="#e5e7eb", hatch="//", edgecolor="#c4c7cc")
+            ax.text(1, yi, f" {int(n)} labelled: too few", va="center", fontsize=8, color=GREY)
+        elif not np.isnan(rate):
+            n_text = "" if pd.isna(n) else f" (n={int(n):,})"
+            ax.text(rate, yi, f" {rate:.0f}%{n_text}", va="center", fontsize=8)
+    shown = rates.notna().to_numpy()
+    if shown.any():
+        weighted = float(np.average(rates[shown], weights=clusters["size"][shown]))
+        ax.axvline(weighted, color="black", ls="--", lw=1, label=f"all queries {weighted:.0f}%")
+        ax.legend(loc="lower right")
+    ax.xaxis.set_major_formatter(PercentFormatter())
+    ax.set_xlim(0, 130)
+    ax.set_xlabel("Success rate of the cluster's labelled queries")
+    ax.set_title("Success rate per cluster", loc="left", fontsize=11)
+    confidence = float(data.success_setting("confidence"))
+    return (f" Green: at or above the median cluster; orange: below — high traffic with low "
+            f"success is where search fails most users. Whiskers: {100 * confidence:.0f}% Wilson "
+            f"intervals. Grey, hatched: fewer than {minimum} labelled queries "
+            "(success.min_cluster_labels), too few for a rate.")
 
 
 def metric_value(data: ReportData, model: str, metric: str) -> float | None:
@@ -525,6 +605,7 @@ FIGURES: list[tuple[str, str, str, Drawer]] = [
     ("cluster_overview", "Cluster sizes and success rates", "clusters", cluster_overview),
     ("query_map", "Map of the queries", "clusters", query_map),
     ("pca_pareto", "PCA Pareto plot", "choice", pca_pareto),
+    ("sweep_grid", "The two-axis sweep", "choice", sweep_grid),
     ("sweep_silhouette", "Silhouette vs components", "choice", sweep_silhouette),
     ("sweep_inertia", "Inertia vs components", "choice", sweep_inertia),
     ("sweep_tradeoff", "Silhouette vs variance explained", "choice", sweep_tradeoff),

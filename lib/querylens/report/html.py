@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from querylens.report.data import ReportData
+from querylens.report.data import ReportData, few_labels
 from querylens.report.figures import RenderedFigure, cluster_names
 
 SECTIONS = [
@@ -51,6 +51,7 @@ border-radius:8px;padding:12px 14px}.card h3{margin:0 0 4px;font-size:16px}
 gap:6px 14px;font-size:12.5px;color:var(--muted);margin:6px 0}.stats b{color:var(--ink)}
 .rate{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:700;color:#fff}
 .rate.good{background:var(--blue)}.rate.mid{background:#6b7280}.rate.bad{background:var(--verm)}
+.rate.few{background:#c4c7cc;color:#333}
 .badge{display:inline-block;padding:0 7px;border-radius:10px;font-size:11.5px;font-weight:600;
 margin-left:4px;border:1px solid currentColor}.badge.trusted{color:var(--green)}
 .badge.untrusted{color:#6b7280}.badge.catchall{color:var(--verm)}
@@ -163,11 +164,29 @@ def cluster_name(names: dict[int, str], cluster_id: Any) -> str:
     return names.get(int(cluster_id), f"#{int(cluster_id)}")
 
 
-def rate_badge(rate: Any, median: float | None) -> str:
+def interval_text(row: dict[str, Any], confidence: float) -> str:
+    """'95% Wilson interval 51%–72% over 40 labelled queries', or '' without bounds."""
+    low, high, n = row.get("success_rate_low"), row.get("success_rate_high"), row.get("n_labelled")
+    if low is None or pd.isna(low) or high is None or pd.isna(high):
+        return ""
+    return (f"{fmt_pct(confidence)} Wilson interval {fmt_pct(low)}–{fmt_pct(high)} over "
+            f"{fmt_int(n)} labelled queries")
+
+
+def rate_badge(row: dict[str, Any], median: float | None, data: ReportData) -> str:
+    """The cluster's success rate with its interval on hover; grey where it rests on fewer
+    than `success.min_cluster_labels` labelled queries."""
+    rate, n = row.get("success_rate"), row.get("n_labelled")
+    minimum = int(data.success_setting("min_cluster_labels"))
+    if few_labels(n, minimum):
+        tip = escape(f"only {fmt_int(n)} labelled queries (success.min_cluster_labels="
+                     f"{minimum}): too few for a rate")
+        return f'<span class="rate few" title="{tip}">{fmt_int(n)} labelled: too few</span>'
     if rate is None or pd.isna(rate):
         return '<span class="rate mid">success n/a</span>'
     kind = "mid" if median is None else ("good" if rate >= median else "bad")
-    return f'<span class="rate {kind}">{fmt_pct(rate)} success</span>'
+    tip = escape(interval_text(row, float(data.success_setting("confidence"))))
+    return f'<span class="rate {kind}" title="{tip}">{fmt_pct(rate)} success</span>'
 
 
 def rec_html_item(rec: dict[str, Any], cluster_id: int, names: dict[int, str]) -> str:
@@ -244,7 +263,8 @@ def card_html(row: dict[str, Any], data: ReportData, names: dict[int, str],
     nxt = row.get("next_cluster_id")
     neighbour = ("" if nxt is None or pd.isna(nxt)
                  else f" · nearest cluster {escape(cluster_name(names, nxt))}")
-    meter = "" if failure < 0 else (
+    few = few_labels(row.get("n_labelled"), int(data.success_setting("min_cluster_labels")))
+    meter = "" if failure < 0 or few else (
         f'<div class="meter"><i style="width:{100 - 100 * failure:.0f}%"></i></div>')
     failing_count = row.get("failing_queries")
     failing_text = ("" if failing_count is None or pd.isna(failing_count)
@@ -259,7 +279,7 @@ def card_html(row: dict[str, Any], data: ReportData, names: dict[int, str],
  data-traffic="{float(row['n_searches'])}" data-failure="{failure}"
  data-failed="{float(failed_searches)}" data-silhouette="{fmt_num(silhouette, 6)}"
  data-trust="{trust}">
-<h3><span>{escape(label)}{trust_badges(row)}</span> {rate_badge(rate, median)}</h3>
+<h3><span>{escape(label)}{trust_badges(row)}</span> {rate_badge(row, median, data)}</h3>
 <div class="stats"><span><b>{fmt_int(row['n_searches'])}</b> searches ({fmt_pct(share, 1)})</span>
 <span><b>{fmt_int(row['size'])}</b> queries ({fmt_pct(row.get('share'), 1)})</span>
 <span>silhouette <b>{fmt_num(silhouette, 3)}</b></span>{stability_text}{failing_text}</div>{meter}
@@ -276,6 +296,9 @@ def atlas_html(data: ReportData) -> str:
         return not_available("the `clusters` table has no rows for this run")
     names = cluster_names(data)
     rates = frame["success_rate"] if "success_rate" in frame else pd.Series(dtype=float)
+    if "n_labelled" in frame:
+        minimum = int(data.success_setting("min_cluster_labels"))
+        rates = rates[[not few_labels(n, minimum) for n in frame["n_labelled"]]]
     median = float(rates.median()) if rates.notna().any() else None
     total = data.totals.get("searches") or float(frame["n_searches"].sum())
     cards = "".join(card_html(r, data, names, median, total) for r in frame.to_dict("records"))
@@ -321,20 +344,68 @@ def tiles_html(data: ReportData) -> str:
                           "clusters trusted"))
     failing = data.table("failing_by_cluster")
     if failing is not None and failing["labelled"].sum():
-        rate = 1 - failing["failing_queries"].sum() / failing["labelled"].sum()
-        tiles.append((fmt_pct(rate), "of labelled queries succeed"))
+        labelled = failing["labelled"].sum()
+        rate = 1 - failing["failing_queries"].sum() / labelled
+        tiles.append((fmt_pct(rate), f"of {fmt_int(labelled)} labelled queries succeed"))
         if "failing_searches" in failing and data.totals.get("searches"):
             share = failing["failing_searches"].sum() / data.totals["searches"]
             tiles.append((fmt_pct(share), "of searches go to failing queries"))
-    for model, title in [("nn", "success model ROC AUC")]:
-        metrics = data.table("model_metrics")
-        if metrics is not None:
-            rows = metrics[(metrics["model"] == model) & (metrics["metric"] == "roc_auc")]
-            test = rows[rows["split"] == "test"]
-            if not rows.empty:
-                tiles.append((fmt_num((test if not test.empty else rows)["value"].iloc[0]), title))
+    tiles += model_tiles(data)
     return "".join(f'<div class="tile"><b>{v}</b><span>{escape(t)}</span></div>'
                    for v, t in tiles)
+
+
+def model_refusal(data: ReportData) -> str | None:
+    """Why the success stage trained no model (facts `success.model` 'skipped: ...'), else
+    None."""
+    success = data.facts.get("success", {}) if isinstance(data.facts, dict) else {}
+    model = success.get("model") if isinstance(success, dict) else None
+    if isinstance(model, str) and model.startswith("skipped: "):
+        return model.removeprefix("skipped: ")
+    return None
+
+
+def model_tiles(data: ReportData) -> list[tuple[str, str]]:
+    """The success model's ROC AUC on the test split (else validation), naming the split and
+    its size; 'not trained' when the stage refused to train one."""
+    if model_refusal(data):
+        return [("not trained", "success model: too few labels (see Success model)")]
+    metrics = data.table("model_metrics")
+    if metrics is None:
+        return []
+    nn = metrics[metrics["model"] == "nn"]
+    for split in ("test", "validation"):
+        rows = nn[nn["split"] == split].set_index("metric")["value"]
+        if "roc_auc" in rows:
+            size = f"n={fmt_int(rows['n'])}" if "n" in rows else "size not recorded"
+            return [(fmt_num(rows["roc_auc"], 2), f"success model ROC AUC · {split}, {size}")]
+    return []
+
+
+def labels_html(data: ReportData) -> str:
+    """How many queries the labelling rule left unlabelled and why; the model refusal note."""
+    note = model_refusal(data)
+    parts = [f'<p class="na">The success model was not trained: {escape(note)}. No model '
+             "metrics are reported.</p>"] if note else []
+    metrics = data.table("model_metrics")
+    if metrics is None:
+        return "".join(parts)
+    values = metrics[(metrics["model"] == "labels") & (metrics["split"] == "all")].set_index(
+        "metric")["value"]
+    if "queries" not in values:
+        return "".join(parts)
+    threshold = (f"the threshold {fmt_num(values['threshold'], 3)} on the smoothed score "
+                 "split them into" if "threshold" in values else "no threshold, so")
+    parts.append(
+        f"<p>Labels: <b>success.min_support={fmt_int(values.get('min_support'))}</b> left "
+        f"<b>{fmt_int(values.get('low_support'))}</b> of {fmt_int(values['queries'])} queries "
+        f"unlabelled (too few searches; {fmt_int(values.get('unlabelled'))} unlabelled in all); "
+        f"of the {fmt_int(values.get('labelled'))} labelled, {threshold} "
+        f"{fmt_int(values.get('successful'))} successes and "
+        f"{fmt_int(values.get('labelled', 0) - values.get('successful', 0))} failures. "
+        f"{fmt_int(values.get('with_failure_evidence'))} queries carry failure evidence "
+        "(reformulated or zero-result searches).</p>")
+    return "".join(parts)
 
 
 def metrics_html(data: ReportData) -> str:
@@ -360,6 +431,38 @@ def metrics_html(data: ReportData) -> str:
             else f"<td>{escape(str(r[c]))}</td>" for c in cols) + "</tr>"
         for r in wide.to_dict("records"))
     return f'<table class="kv"><tr>{head}</tr>{body}</table>{details}'
+
+
+RECOMMEND_MODELS = {"recommend_blend": "blend", "recommend_nearest_cluster": "seed rule "
+                    "(nearest successful cluster)", "recommend_reformulation": "reformulations "
+                    "alone", "recommend_lexical": "lexical alone"}
+RECOMMEND_METRICS = ("n_evaluated", "hit_at_1", "hit_at_5", "mrr", "intended_recovery",
+                     "misspelt_brand_recall", "same_category_share", "higher_true_p_share")
+
+
+def recommend_holdout_html(data: ReportData) -> str:
+    """hit@1, hit@5, MRR (and the demo truth metrics) of each recommender on held-out sessions
+    (`model_metrics` splits `holdout`, `holdout_truth`) under its own heading; nothing when
+    the run has no held-out evaluation."""
+    metrics = data.table("model_metrics")
+    rows = None if metrics is None else metrics[
+        metrics["model"].isin(list(RECOMMEND_MODELS))
+        & metrics["split"].isin(["holdout", "holdout_truth"])]
+    if rows is None or rows.empty:
+        return ""
+    values = rows.set_index(["model", "metric"])["value"]
+    shown = [m for m in RECOMMEND_METRICS if m in set(rows["metric"])]
+    head = "".join(f"<th>{escape(m)}</th>" for m in ("recommender", *shown))
+    body = "".join(
+        f"<tr><td>{escape(name)}</td>" + "".join(
+            f'<td class="num">{fmt_num(values.get((model, m)), 3)}'
+            + (f"<small> (n={fmt_int(values.get((model, f'{m}_n')))})</small>"
+               if (model, f"{m}_n") in values.index else "") + "</td>" for m in shown) + "</tr>"
+        for model, name in RECOMMEND_MODELS.items() if model in set(rows["model"]))
+    return ("<h3>Recommendations on held-out sessions</h3>"
+            f'<table class="kv"><tr>{head}</tr>{body}</table><p>Cases: held-out failed searches '
+            "reformulated to a recommendable query; suggestions built without those "
+            "sessions.</p>")
 
 
 def validation_html(data: ReportData) -> str:
@@ -459,8 +562,8 @@ def render_html(data: ReportData, figures: list[RenderedFigure]) -> str:
     body = {
         "clusters": section_figures(figures, "clusters"),
         "atlas": atlas_html(data),
-        "model": section_figures(figures, "model", paired=True) + "<h3>Metrics</h3>"
-        + metrics_html(data),
+        "model": labels_html(data) + section_figures(figures, "model", paired=True)
+        + "<h3>Metrics</h3>" + metrics_html(data) + recommend_holdout_html(data),
         "choice": section_figures(figures, "choice")
         + "<h3>Agreement with reference classes</h3>" + validation_html(data),
         "run": run_html(data),

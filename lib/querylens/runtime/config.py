@@ -32,6 +32,7 @@ class RunConfig:
 @dataclasses.dataclass(frozen=True)
 class SparkConfig:
     master: str | None = "local[2]"
+    remote: str | None = None
     app_name: str = "querylens"
     shuffle_partitions: int = 8
     arrow_batch_size: int = 10000
@@ -48,6 +49,7 @@ class ColumnsConfig:
     add_to_bags: str = "add_to_bags"
     purchases: str = "purchases"
     count: str = "count"
+    results_shown: str = "results_shown"
 
 
 CSV_DEFAULTS = {"sep": ",", "quote": '"', "escape": '"', "header": "true", "encoding": "UTF-8",
@@ -119,6 +121,7 @@ class InputConfig:
     ubi_applications: list[str] = dataclasses.field(default_factory=list)
     ubi_attribute_by_text: bool = False
     typing_fragment_seconds: float = 10.0
+    reformulation_seconds: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,9 @@ class GenerateConfig:
     seed: int = 7
     start: str = "2026-10-01"
     days: int = 28
+    reformulate_rate: float = 0.6
+    fragment_rate: float = 0.1
+    satisfied_no_click_rate: float = 0.08
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +156,21 @@ class EmbedConfig:
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     normalize: bool = True
     cuda_graphs: bool = False
+    backend: Literal["torch", "onnx", "auto"] = "auto"
+    quantize: Literal["none", "int8"] = "none"
+    onnx_dir: str | None = None
+    agreement_min_mean_cosine: float = 0.999
+    agreement_min_cosine: float = 0.99
 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     backend: Literal["sklearn", "mllib", "auto"] = "auto"
     auto_max_rows: int = 2_000_000
-    n_components: int = 10
-    n_clusters: int = 15
+    n_components: Literal["auto"] | int = "auto"
+    n_clusters: Literal["auto"] | int = "auto"
+    auto_variance_target: float = 0.8
+    auto_min_stability: float = 0.5
     n_init: int = 10
     max_iter: int = 300
     tol: float = 1e-4
@@ -170,10 +183,12 @@ class ClusterConfig:
     label_min_df: int = 2
     stop_words: list[str] = dataclasses.field(default_factory=list)
     sweep: bool = True
-    sweep_components: list[int] = dataclasses.field(
-        default_factory=lambda: [5, 10, *range(20, 220, 20)]
-    )
-    sweep_clusters: list[int] = dataclasses.field(default_factory=lambda: [10, 20])
+    sweep_components: Literal["auto"] | list[int] = "auto"
+    sweep_clusters: Literal["auto"] | list[int] = "auto"
+    sweep_clusters_min: int = 4
+    sweep_clusters_max: int = 100
+    sweep_clusters_points: int = 6
+    sweep_stability_sample_size: int = 2000
     sweep_sample_size: int = 10_000
     sweep_n_init: int = 3
     sweep_full_n_init: int = 50
@@ -221,10 +236,16 @@ class SuccessConfig:
     model_dir: str | None = None
     scoring_batch_size: int = 4096
     calibration_bins: int = 10
+    reformulation_weight: float = 0.5
+    zero_result_weight: float = 1.0
+    min_per_class: int = 10
+    min_cluster_labels: int = 5
+    confidence: float = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
 class RecommendConfig:
+    strategy: Literal["blend", "nearest_cluster"] = "blend"
     n_recommendations: int = 5
     scope: Literal["nearest_cluster", "successful_clusters"] = "nearest_cluster"
     predicted_fail_below: float = 0.5
@@ -238,6 +259,14 @@ class RecommendConfig:
     max_candidates_per_cluster: int | None = None
     recall_sample: int = 1000
     seed: int = 42
+    candidates_per_source: int = 20
+    min_reformulation_pairs: int = 2
+    min_lexical_similarity: float = 0.6
+    weight_reformulation: float = 2.0
+    weight_lexical: float = 1.0
+    weight_semantic: float = 0.5
+    weight_success: float = 0.5
+    holdout_share: float = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +292,15 @@ class ReportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking (the `tracking` extra): off, and mlflow never imported, unless
+    `mlflow_uri` is set (a tracking URI such as sqlite:///work/mlflow.db or http://host:5000)."""
+
+    mlflow_uri: str | None = None
+    experiment: str = "querylens"
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     spark: SparkConfig = dataclasses.field(default_factory=SparkConfig)
@@ -275,12 +313,13 @@ class Config:
     recommend: RecommendConfig = dataclasses.field(default_factory=RecommendConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def validate(self) -> Config:
         """Check every numeric key against its declared bounds (`runtime.constraints.BOUNDS`)
         and the cross-field rules that types alone cannot express."""
         check_bounds(self)
-        require_identifier("run.database", self.run.database)
+        validate_run(self.run, self.spark.conf)
         bad_points = sorted(set(self.run.fail_first_attempt) - {"embed", "score"})
         if bad_points:
             raise ConfigError(
@@ -288,17 +327,13 @@ class Config:
             )
         validate_input(self.input)
         validate_normalize(self.normalize)
-        if self.cluster.n_clusters < 2:
-            raise ConfigError(f"cluster.n_clusters must be >= 2, got {self.cluster.n_clusters}")
-        if self.cluster.n_components < 1:
-            raise ConfigError(
-                f"cluster.n_components must be >= 1, got {self.cluster.n_components}"
-            )
         validate_cluster(self.cluster)
         validate_success(self.success)
         validate_recommend(self.recommend)
         validate_report(self.report)
         validate_embed(self.embed)
+        validate_spark(self.spark)
+        validate_tracking(self.tracking)
         for key, value in [
             ("embed.batch_size", self.embed.batch_size),
             ("generate.n_events", self.generate.n_events),
@@ -308,6 +343,22 @@ class Config:
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         return self
+
+
+def validate_spark(s: SparkConfig) -> None:
+    """The spark section: `spark.remote` is a Spark Connect URL."""
+    if s.remote is not None and not s.remote.startswith("sc://"):
+        raise ConfigError(f"spark.remote must be a Spark Connect URL sc://host:port, got "
+                          f"{s.remote!r}")
+
+
+def validate_tracking(t: TrackingConfig) -> None:
+    """The tracking section: a non-empty tracking URI (or null), an experiment name."""
+    if t.mlflow_uri is not None and not t.mlflow_uri.strip():
+        raise ConfigError("tracking.mlflow_uri must be a tracking URI (e.g. "
+                          "sqlite:///work/mlflow.db) or null to turn tracking off, got ''")
+    if not t.experiment.strip():
+        raise ConfigError("tracking.experiment must name an MLflow experiment, got ''")
 
 
 def validate_input(i: InputConfig) -> None:
@@ -381,11 +432,12 @@ def validate_cluster(c: ClusterConfig) -> None:
             "cluster.sweep_components and cluster.sweep_clusters must be non-empty when "
             "cluster.sweep is true"
         )
-    for key, values, low in [("sweep_components", c.sweep_components, 1),
-                             ("sweep_clusters", c.sweep_clusters, 2)]:
-        bad = [v for v in values if v < low]
-        if bad:
-            raise ConfigError(f"cluster.{key} values must be >= {low}, got {bad}")
+    if c.n_clusters == "auto" and not c.sweep:
+        raise ConfigError("cluster.n_clusters=auto chooses k from the sweep: set cluster.sweep="
+                          "true or give cluster.n_clusters a number")
+    if c.sweep_clusters_min > c.sweep_clusters_max:
+        raise ConfigError(f"cluster.sweep_clusters_min={c.sweep_clusters_min} is above "
+                          f"cluster.sweep_clusters_max={c.sweep_clusters_max}")
 
 
 def validate_success(s: SuccessConfig) -> None:
@@ -438,6 +490,33 @@ def validate_recommend(r: RecommendConfig) -> None:
                         ("max_candidates_per_cluster", r.max_candidates_per_cluster or 1)]:
         if number < 1:
             raise ConfigError(f"recommend.{key} must be >= 1, got {number}")
+
+
+GLOBAL_TEMP_KEY = "spark.sql.globalTempDatabase"
+
+
+def validate_run(r: RunConfig, spark_conf: dict[str, str]) -> None:
+    """The run section: the database is an identifier other than Spark's global temporary view
+    database; the local folders are folders (or can be made ones)."""
+    require_identifier("run.database", r.database)
+    reserved = spark_conf.get(GLOBAL_TEMP_KEY, "global_temp")
+    if r.database.lower() == reserved.lower():
+        raise ConfigError(f"run.database must not be {r.database!r}: Spark reserves it for "
+                          f"global temporary views ({GLOBAL_TEMP_KEY}); choose another name")
+    for key in ("output_dir", "warehouse_dir", "metastore_dir"):
+        require_local_folder(f"run.{key}", getattr(r, key))
+
+
+def require_local_folder(key: str, value: str) -> None:
+    """Raise naming `key` when local path `value`, or the nearest part of it that exists, is
+    not a folder; URIs (s3a://, dbfs:/, ...) are left to Spark."""
+    if "://" in value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", value):
+        return
+    path = Path(value).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside the file {existing}"
+        raise ConfigError(f"{key} must be a folder, but {value} {where}")
 
 
 def require_identifier(key: str, value: str) -> str:
@@ -550,7 +629,12 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, key)
+        for option in inner[:-1]:
+            try:
+                return coerce(option, value, key)
+            except ConfigError:
+                pass
+        return coerce(inner[-1], value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")

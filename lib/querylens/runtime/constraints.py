@@ -67,12 +67,18 @@ BOUNDS: dict[str, Interval] = {
     "spark.shuffle_partitions": COUNT,
     "spark.arrow_batch_size": COUNT,
     "input.typing_fragment_seconds": at_least(0),
+    "input.reformulation_seconds": at_least(0),
     "normalize.max_chars": COUNT,
     "generate.n_events": COUNT,
     "generate.n_queries": COUNT,
     "generate.seed": SEED,
     "generate.days": COUNT,
+    "generate.reformulate_rate": FRACTION,
+    "generate.fragment_rate": FRACTION,
+    "generate.satisfied_no_click_rate": FRACTION,
     "embed.batch_size": COUNT,
+    "embed.agreement_min_mean_cosine": Interval(-1.0, 1.0),
+    "embed.agreement_min_cosine": Interval(-1.0, 1.0),
     "cluster.auto_max_rows": COUNT,
     "cluster.n_components": COUNT,
     "cluster.n_clusters": SAMPLE,
@@ -88,6 +94,12 @@ BOUNDS: dict[str, Interval] = {
     "cluster.label_min_df": COUNT,
     "cluster.sweep_components": COUNT,
     "cluster.sweep_clusters": SAMPLE,
+    "cluster.sweep_clusters_min": SAMPLE,
+    "cluster.sweep_clusters_max": SAMPLE,
+    "cluster.sweep_clusters_points": COUNT,
+    "cluster.sweep_stability_sample_size": SAMPLE,
+    "cluster.auto_variance_target": Interval(0.0, 1.0, "right"),
+    "cluster.auto_min_stability": Interval(-1.0, 1.0),
     "cluster.sweep_sample_size": SAMPLE,
     "cluster.sweep_n_init": COUNT,
     "cluster.sweep_full_n_init": COUNT,
@@ -123,6 +135,11 @@ BOUNDS: dict[str, Interval] = {
     "success.seed": SEED,
     "success.scoring_batch_size": COUNT,
     "success.calibration_bins": COUNT,
+    "success.reformulation_weight": at_least(0),
+    "success.zero_result_weight": at_least(0),
+    "success.min_per_class": COUNT,
+    "success.min_cluster_labels": COUNT,
+    "success.confidence": OPEN_FRACTION,
     "recommend.n_recommendations": COUNT,
     "recommend.predicted_fail_below": FRACTION,
     "recommend.min_cluster_success_rate": FRACTION,
@@ -134,6 +151,14 @@ BOUNDS: dict[str, Interval] = {
     "recommend.max_candidates_per_cluster": COUNT,
     "recommend.recall_sample": COUNT,
     "recommend.seed": SEED,
+    "recommend.candidates_per_source": COUNT,
+    "recommend.min_reformulation_pairs": COUNT,
+    "recommend.min_lexical_similarity": FRACTION,
+    "recommend.weight_reformulation": at_least(0),
+    "recommend.weight_lexical": at_least(0),
+    "recommend.weight_semantic": at_least(0),
+    "recommend.weight_success": at_least(0),
+    "recommend.holdout_share": HALF_OPEN_FRACTION,
     "report.map_sample": at_least(10),
     "report.knife_sample": at_least(10),
     "report.knife_refit_sample": at_least(10),
@@ -175,7 +200,7 @@ def check_bounds(config: Any) -> None:
     """Raise a `ConfigError` naming the first key of `BOUNDS` whose value is out of bounds."""
     for key, interval in BOUNDS.items():
         value = lookup(config, key)
-        if value is None:
+        if value is None or isinstance(value, str):
             continue
         if isinstance(value, list):
             bad = [v for v in value if not interval.contains(v)]

@@ -35,6 +35,37 @@ class SubmitError(QuerylensError, RuntimeError):
     """spark-submit packaging or launch failed; the message says which step and why."""
 
 
+class MetastoreBusyError(QuerylensError, RuntimeError):
+    """Another process holds the embedded Derby metastore; the message names its folder."""
+
+
+class DiskFullError(QuerylensError, OSError):
+    """A write found no space left on a device; the message says what was full."""
+
+
+NO_SPACE = "No space left on device"
+
+
+def no_space(exc: BaseException) -> str | None:
+    """The line of `exc`, or of an error it was raised from or during, that reports a full disk
+    (errno ENOSPC, or "No space left on device" in a Python or Java message), else None."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            where = f": {current.filename}" if current.filename else ""
+            return f"{current.strerror or NO_SPACE} (errno ENOSPC){where}"
+        java = getattr(current, "java_exception", None)
+        for line in f"{current}\n{java if java is not None else ''}".splitlines():
+            if NO_SPACE.lower() in line.lower() or "ENOSPC" in line:
+                return line.strip().removeprefix("Caused by: ")[:300]
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error message, or its type when the message is empty."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

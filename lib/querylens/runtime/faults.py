@@ -9,12 +9,17 @@ of those UDFs raise `InjectedFault`. With `spark.task.maxFailures` > 1 (e.g. mas
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from pyspark import SparkContext, TaskContext
+from pyspark import TaskContext
+from pyspark.sql import SparkSession
 
 from querylens.runtime.errors import ConfigError
+from querylens.runtime.session import is_connect
+
+log = logging.getLogger(__name__)
 
 PROPERTY = "querylens.fail_first_attempt"
 ENV = "QUERYLENS_FAIL_FIRST_ATTEMPT"
@@ -26,12 +31,20 @@ class InjectedFault(RuntimeError):
     """A failure injected on purpose by `maybe_fail`."""
 
 
-def arm(sc: SparkContext, points: list[str]) -> None:
-    """Make tasks started from this driver thread fail at `points` (empty: disarm)."""
+def arm(spark: SparkSession, points: list[str]) -> None:
+    """Make tasks started from this driver thread fail at `points` (empty: disarm). Spark
+    Connect has no task-local properties: there only the executors' environment variable
+    arms faults, and asking for points says so."""
     unknown = sorted(set(points) - set(POINTS))
     if unknown:
         raise ConfigError(f"unknown fault point {unknown[0]!r}; choose from {', '.join(POINTS)}")
-    sc.setLocalProperty(PROPERTY, ",".join(points) if points else None)  # type: ignore[arg-type]
+    if is_connect(spark):
+        if points:
+            log.warning("run.fail_first_attempt is not available over Spark Connect: set %s in "
+                        "the server's environment instead", ENV)
+        return
+    value = ",".join(points) if points else None
+    spark.sparkContext.setLocalProperty(PROPERTY, value)  # type: ignore[arg-type]
 
 
 def armed_points(context: TaskContext) -> set[str]:

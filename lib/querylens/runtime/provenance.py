@@ -4,23 +4,30 @@ A stage opens `track_tasks(spark)`; a UDF built inside it captures `task_probe()
 and calls `note_task(probe)` in each task on the worker. The task records (task id, stage,
 partition, host, Python pid and interpreter, querylens location, assigned GPUs) come back
 through an accumulator; the driver maps each task id to the executor id and host that Spark's
-scheduler recorded for it (`driver` in local mode).
+scheduler recorded for it (`driver` in local mode). Over Spark Connect, which has neither
+accumulators nor the scheduler's store, each task writes its record as a JSON file under
+`querylens.shared_dir` and the driver reads them back (executor ids stay unknown).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pyarrow.fs import FileSelector, FileSystem
 from pyspark import TaskContext
 from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.sql import SparkSession
+
+from querylens.runtime.session import SHARED_DIR_KEY, is_connect
 
 if TYPE_CHECKING:
     from querylens.runtime.runs import Run
@@ -29,7 +36,8 @@ log = logging.getLogger("querylens")
 
 MAX_TASK_RECORDS = 200
 
-_ACTIVE: list[Accumulator[list[dict[str, Any]]]] = []
+Probe = Accumulator[list[dict[str, Any]]] | str
+_ACTIVE: list[Probe] = []
 
 
 class RecordList(AccumulatorParam[list[dict[str, Any]]]):
@@ -70,38 +78,57 @@ class TaskTracker:
 
 
 def driver_info(spark: SparkSession) -> dict[str, Any]:
-    """Host, pid, interpreter, master, deploy mode and application id of this driver."""
+    """Host, pid, interpreter, master, deploy mode and application id of this driver (over
+    Spark Connect: the server's URL as master)."""
+    facts: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(),
+                             "python": sys.executable}
+    if is_connect(spark):
+        return {**facts, "master": f"sc://{spark.client.host}",
+                "deploy_mode": "connect", "app_id": None}
     sc = spark.sparkContext
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "python": sys.executable,
-        "master": sc.master,
-        "deploy_mode": sc.getConf().get("spark.submit.deployMode", "client"),
-        "app_id": sc.applicationId,
-    }
+    return {**facts, "master": sc.master,
+            "deploy_mode": sc.getConf().get("spark.submit.deployMode", "client"),
+            "app_id": sc.applicationId}
 
 
 @contextmanager
 def track_tasks(spark: SparkSession) -> Iterator[TaskTracker]:
     """Record the tasks of UDFs that call `note_task(task_probe())` inside this block."""
     tracker = TaskTracker()
-    try:
+    probe: Probe
+    if is_connect(spark):
+        probe = f"{spark.conf.get(SHARED_DIR_KEY)}/tasks/{uuid.uuid4().hex}"
+    else:
         probe = spark.sparkContext.accumulator([], RecordList())
-    except Exception:
-        log.info("no SparkContext (Spark Connect?): tasks are not tracked")
-        yield tracker
-        return
     _ACTIVE.append(probe)
     try:
         yield tracker
     finally:
         _ACTIVE.remove(probe)
-        records = {r["task_id"]: r for r in probe.value}
-        executors = task_executors(spark, {r["stage_id"] for r in records.values()})
-        for task_id, record in records.items():
-            record["executor_id"], record["executor_host"] = executors.get(task_id, (None, None))
-        tracker.records = list(records.values())
+        if isinstance(probe, str):
+            tracker.records = read_task_files(probe)
+        else:
+            records = {r["task_id"]: r for r in probe.value}
+            executors = task_executors(spark, {r["stage_id"] for r in records.values()})
+            for task_id, record in records.items():
+                record["executor_id"], record["executor_host"] = executors.get(
+                    task_id, (None, None))
+            tracker.records = list(records.values())
+
+
+def read_task_files(folder: str) -> list[dict[str, Any]]:
+    """The task records written under `folder` (one per task id, the last attempt's), then
+    the folder removed."""
+    filesystem, root = FileSystem.from_uri(folder)
+    records: dict[int, dict[str, Any]] = {}
+    infos = filesystem.get_file_info(FileSelector(root, allow_not_found=True))
+    for info in sorted(infos, key=lambda i: i.path):
+        with filesystem.open_input_stream(info.path) as stream:
+            record = json.loads(stream.read())
+        records[record["task_id"]] = {**record, "executor_id": None, "executor_host": None}
+    if infos:
+        filesystem.delete_dir(root)
+    return list(records.values())
 
 
 @contextmanager
@@ -114,19 +141,20 @@ def record_stage_tasks(run: Run, stage: str) -> Iterator[None]:
         run.facts.setdefault("tasks", {})[stage] = tracker.summary(driver)
 
 
-def task_probe() -> Accumulator[list[dict[str, Any]]] | None:
-    """The accumulator of the innermost `track_tasks` block on this driver, if any."""
+def task_probe() -> Probe | None:
+    """The probe (accumulator, or folder over Spark Connect) of the innermost `track_tasks`
+    block on this driver, if any."""
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-def note_task(probe: Accumulator[list[dict[str, Any]]] | None) -> None:
+def note_task(probe: Probe | None) -> None:
     """Inside a task: add this task's record to `probe` (no-op when None or outside a task)."""
     context = TaskContext.get()
     if probe is None or context is None:
         return
     import querylens
 
-    probe.add([{
+    record = {
         "task_id": context.taskAttemptId(),
         "stage_id": context.stageId(),
         "partition": context.partitionId(),
@@ -136,7 +164,14 @@ def note_task(probe: Accumulator[list[dict[str, Any]]] | None) -> None:
         "querylens": os.path.dirname(querylens.__file__ or ""),
         "gpus": list(context.resources()["gpu"].addresses)
         if "gpu" in context.resources() else [],
-    }])
+    }
+    if isinstance(probe, str):
+        filesystem, root = FileSystem.from_uri(probe)
+        filesystem.create_dir(root, recursive=True)
+        with filesystem.open_output_stream(f"{root}/{record['task_id']}.json") as stream:
+            stream.write(json.dumps(record).encode())
+    else:
+        probe.add([record])
 
 
 def task_executors(spark: SparkSession, stage_ids: set[int]) -> dict[int, tuple[str, str]]:

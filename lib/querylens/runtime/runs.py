@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.runtime.config import Config, to_dict
+from querylens.runtime.errors import first_line
 from querylens.runtime.specs import TABLES
 from querylens.runtime.tables import (
     RUN_ID,
@@ -198,7 +201,23 @@ class Run:
         return True
 
     def record(self, status: str) -> None:
-        """Write this run's row of the `runs` manifest."""
+        """Write this run's row of the `runs` manifest; a `running` row names the driver process
+        (`facts.driver`), so a later job can tell that it died (`fail_abandoned_runs`).
+
+        When the row of a `failed` run cannot be written (the disk that failed the run is still
+        full), the error is logged and not raised, so the error that failed the run is the one
+        reported; the row stays `running` until `fail_abandoned_runs` marks it failed."""
+        if status == "running":
+            self.facts["driver"] = driver()
+        try:
+            self._write_record(status)
+        except Exception as exc:
+            if status != "failed":
+                raise
+            log.error("[%s] could not record the run as failed (%s); the next job in %s marks "
+                      "it failed", self.run_id, first_line(exc), self.database)
+
+    def _write_record(self, status: str) -> None:
         row = {
             "status": status,
             "started_at": self.started_at,
@@ -220,6 +239,53 @@ MANIFEST_SCHEMA = (
     "status string, started_at timestamp, finished_at timestamp, config_json string, "
     "versions_json string, timings_json string, counts_json string, facts_json string"
 )
+
+
+def driver() -> dict[str, Any]:
+    """This driver process: host name and process id."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_abandoned_runs(spark: SparkSession, config: Config) -> list[str]:
+    """Mark `failed` every run recorded `running` whose driver process, on this host, no longer
+    exists (killed, or it could not record its failure: a full disk); return their ids.
+
+    The row keeps its config and counts; `facts.failure` says what happened. Runs of drivers on
+    other hosts are left alone: this host cannot tell whether they are alive."""
+    database = config.run.database
+    if not table_exists(spark, database, TABLE):
+        return []
+    host = socket.gethostname()
+    failed: list[str] = []
+    for row in spark.table(qualified(database, TABLE)).where("status = 'running'").collect():
+        facts = json.loads(row["facts_json"] or "{}")
+        owner = facts.get("driver") or {}
+        if owner.get("host") != host or not isinstance(owner.get("pid"), int) or process_alive(
+                owner["pid"]):
+            continue
+        facts["failure"] = (f"abandoned: driver process {owner['pid']} on {host} ended without "
+                            f"recording the run's end")
+        record = {**row.asDict(), "status": "failed", "finished_at": datetime.now(UTC),
+                  "facts_json": json.dumps(facts, sort_keys=True, default=str)}
+        record.pop(RUN_ID_COLUMN, None)
+        df = spark.createDataFrame([record], schema=MANIFEST_SCHEMA)
+        write_run_table(df, database, TABLE, row[RUN_ID_COLUMN], config.run.table_format)
+        log.warning("[%s] %s; recorded as failed", row[RUN_ID_COLUMN], facts["failure"])
+        failed.append(row[RUN_ID_COLUMN])
+    return failed
+
+
+RUN_ID_COLUMN = "run_id"
 
 
 def completed_runs(spark: SparkSession, database: str) -> list[tuple[str, dict[str, int]]]:

@@ -44,7 +44,7 @@ SPECS = (
         "add_to_bags bigint, purchases bigint, searches_with_click bigint, "
         "searches_with_add_to_bag bigint, searches_with_purchase bigint, "
         "first_seen timestamp, last_seen timestamp, impressions bigint, "
-        "mean_click_position double")),
+        "mean_click_position double, reformulated_searches bigint, zero_result_searches bigint")),
     TableSpec("query_embeddings", "embed", "(query, model): a cache, appended", cols(
         "query_key string, query string, model_id string, model_revision string, dim int, "
         "embedding array<float>, truncated boolean, device string, requested_model string, "
@@ -66,16 +66,18 @@ SPECS = (
         "n_components int, n_clusters int, n_rows bigint, silhouette_euclidean_sampled double, "
         "silhouette_sqeuclidean double, inertia double, explained_variance double, "
         "ami double, nmi double, ari double, purity double, inverse_purity double, "
-        "labelled_rows bigint")),
+        "labelled_rows bigint, stability_ari double, chosen boolean")),
     TableSpec("pca_variance", "cluster", "PCA component", cols(
         "component int, explained_variance_ratio double, cumulative double")),
     TableSpec("success_labels", "success", "query", cols(
-        "query_key string, cluster_id int, support bigint, success_score double, "
+        "query_key string, cluster_id int, support bigint, interaction_score double, "
+        "reformulation_rate double, zero_result_rate double, success_score double, "
         "prior_mean double, smoothed_score double, low_support boolean, success boolean, "
         "threshold double, split string")),
     TableSpec("cluster_success", "success", "cluster", cols(
         "cluster_id int, n_queries bigint, n_labelled bigint, n_successful bigint, "
-        "support bigint, mean_score double, success_rate double")),
+        "support bigint, mean_score double, success_rate double, success_rate_low double, "
+        "success_rate_high double")),
     TableSpec("success_predictions", "success", "embedded query", cols(
         "query_key string, cluster_id int, split string, success boolean, p_success double, "
         "model_version string")),
@@ -85,15 +87,23 @@ SPECS = (
     TableSpec("model_metrics", "runtime (Run.write_metrics, for every stage)",
               "model x split x metric", cols(
                   "model string, split string, metric string, value double")),
+    TableSpec("reformulations", "recommend", "(failed query, next query)", cols(
+        "query_key string, next_query_key string, pairs bigint, sessions bigint, "
+        "failed_searches bigint, share double, next_success boolean, "
+        "next_success_score double")),
     TableSpec("recommendations", "recommend", "(failing query, rank)", cols(
-        "query_key string, query string, cluster_id int, label_success boolean, "
-        "p_success double, rank int, rec_query_key string, rec_query string, "
-        "rec_cluster_id int, similarity double, cluster_distance double, "
-        "rec_cluster_success_rate double, rec_success_rate double, rec_support bigint, "
-        "search string, reason string")),
+        "query_key string, query string, cluster_id int, cluster_trusted boolean, "
+        "label_success boolean, p_success double, rank int, rec_query_key string, "
+        "rec_query string, rec_cluster_id int, rec_cluster_trusted boolean, "
+        "sources array<string>, score double, reformulation_pairs bigint, "
+        "reformulation_share double, lexical_similarity double, similarity double, "
+        "cluster_distance double, rec_cluster_success_rate double, rec_success_rate double, "
+        "rec_support bigint, search string, reason string")),
     TableSpec("demo_ground_truth", "generate_logs (demo)", "demo query", cols(
         "query_key string, query string, template_id bigint, kind string, "
-        "true_category string, true_brand string, p_success double"), per_run=False),
+        "true_category string, true_brand string, p_success double, in_stock boolean, "
+        "reformulates bigint, reformulation_kind string, reformulation_query string, "
+        "intended_query string"), per_run=False),
 )
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in SPECS}

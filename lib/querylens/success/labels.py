@@ -1,10 +1,19 @@
-"""Success labels: a weighted interaction rate per query, shrunk toward its cluster's rate.
+"""Success labels: interaction rates discounted by failure evidence, shrunk toward the cluster.
 
-Score. With `unit="search"` each interaction kind contributes the share of the query's searches
-that had at least one such event (`searches_with_click / n_searches`, ...); with
-`unit="session"` it is events per session capped at 1 (`min(clicks / n_sessions, 1)`, ...).
-The score is the weighted mean of the three rates, so it lies in [0, 1]; support is the number
-of searches (or sessions).
+Interaction score. With `unit="search"` each interaction kind contributes the share of the
+query's searches that had at least one such event (`searches_with_click / n_searches`, ...);
+with `unit="session"` it is events per session capped at 1 (`min(clicks / n_sessions, 1)`,
+...). The interaction score is the weighted mean of the three rates, in [0, 1]; support is the
+number of searches (or sessions).
+
+Failure evidence. What came next: the share of the query's searches that the same session
+reformulated (its next search, at most `input.reformulation_seconds` later, is another query;
+`reformulated_searches / n_searches`) and the share that showed no result
+(`results_shown = 0`; `zero_result_searches / n_searches`). The score is
+`interaction * (1 - min(1, reformulation_weight * r + zero_result_weight * z))`: by default a
+zero-result search counts as a full failure and a reformulated one as half a failure, so a
+query whose searches all showed nothing scores 0 whatever was clicked. Queries tables without
+those columns (ingest before they existed) read them as 0.
 
 Smoothing. A Beta prior with mean m (the cluster's search-weighted mean score, or the global
 one for a query without a cluster) and strength k pseudo-searches gives the posterior mean
@@ -19,18 +28,20 @@ interaction rates. A query also needs some interaction at all (score > 0) to be 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from querylens.runtime.config import SuccessConfig
 from querylens.runtime.errors import DataError
+from querylens.success.metrics import wilson_columns
 
 log = logging.getLogger("querylens")
 
 REQUIRED = ("query_key", "n_searches", "n_sessions", "clicks", "add_to_bags", "purchases",
             "searches_with_click", "searches_with_add_to_bag", "searches_with_purchase")
+EVIDENCE = ("reformulated_searches", "zero_result_searches")
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,12 @@ class LabelStats:
     low_support: int
     threshold: float | None
     problem: str | None
+    min_support: int = 0
+    with_failure_evidence: int = 0
+
+    @property
+    def unlabelled(self) -> int:
+        return self.queries - self.labelled
 
 
 def require_columns(df: DataFrame, columns: tuple[str, ...], name: str) -> None:
@@ -55,8 +72,16 @@ def rate(count: str, denominator: Column, capped: bool) -> Column:
     return F.least(value, F.lit(1.0)) if capped else value
 
 
+def evidence_rate(queries: DataFrame, column: str) -> Column:
+    """`column` per search of the query, in [0, 1]; 0 where `queries` lacks the column."""
+    if column not in queries.columns:
+        return F.lit(0.0)
+    return rate(column, F.greatest(F.col("n_searches"), F.lit(1)).cast("double"), True)
+
+
 def success_scores(queries: DataFrame, config: SuccessConfig) -> DataFrame:
-    """query_key, support and the weighted interaction rate `success_score` in [0, 1]."""
+    """query_key, support, the weighted interaction rate `interaction_score`, the failure
+    evidence rates and `success_score`, the interaction score discounted by that evidence."""
     require_columns(queries, REQUIRED, "queries")
     if config.unit == "search":
         support = F.col("n_searches")
@@ -71,11 +96,15 @@ def success_scores(queries: DataFrame, config: SuccessConfig) -> DataFrame:
     denominator = F.greatest(support, F.lit(1)).cast("double")
     weighted = sum((rate(c, denominator, config.unit == "session") * w for c, w in parts),
                    F.lit(0.0))
+    failure = F.least(F.lit(1.0), F.col("reformulation_rate") * config.reformulation_weight
+                      + F.col("zero_result_rate") * config.zero_result_weight)
     return queries.select(
         "query_key",
         F.coalesce(support, F.lit(0)).cast("long").alias("support"),
-        F.when(support > 0, weighted / total).otherwise(F.lit(0.0)).alias("success_score"),
-    )
+        F.when(support > 0, weighted / total).otherwise(F.lit(0.0)).alias("interaction_score"),
+        *[evidence_rate(queries, c).alias(name) for c, name in
+          zip(EVIDENCE, ("reformulation_rate", "zero_result_rate"), strict=True)],
+    ).withColumn("success_score", F.col("interaction_score") * (F.lit(1.0) - failure))
 
 
 def choose_threshold(smoothed: DataFrame, config: SuccessConfig) -> float | None:
@@ -117,8 +146,8 @@ def label_queries(
     threshold = choose_threshold(smoothed, config)
     success = (F.col("smoothed_score") >= F.lit(threshold)) & (F.col("success_score") > 0)
     labels = smoothed.select(
-        "query_key", "cluster_id", "support", "success_score", "prior_mean", "smoothed_score",
-        "low_support",
+        "query_key", "cluster_id", "support", "interaction_score", "reformulation_rate",
+        "zero_result_rate", "success_score", "prior_mean", "smoothed_score", "low_support",
         F.when(F.col("low_support") | F.lit(threshold is None), F.lit(None).cast("boolean"))
         .otherwise(success).alias("success"),
         F.lit(threshold).cast("double").alias("threshold"),
@@ -129,18 +158,19 @@ def label_queries(
         F.sum(F.col("success").cast("long")).alias("successful"),
         F.sum(F.col("low_support").cast("long")).alias("low_support"),
         F.max("success_score").alias("max_score"),
+        F.count(F.when((F.col("reformulation_rate") > 0) | (F.col("zero_result_rate") > 0),
+                       F.lit(1))).alias("with_evidence"),
     ).first()
     assert counts is not None
     smoothed.unpersist()
     scored.unpersist()
     stats = LabelStats(int(counts["queries"]), int(counts["labelled"]),
                        int(counts["successful"] or 0), int(counts["low_support"] or 0),
-                       threshold, None)
+                       threshold, None, config.min_support, int(counts["with_evidence"]))
     problem = label_problem(stats, counts["max_score"], config)
     if problem:
         log.warning("success labels: %s", problem)
-    return labels, LabelStats(stats.queries, stats.labelled, stats.successful, stats.low_support,
-                              threshold, problem)
+    return labels, replace(stats, problem=problem)
 
 
 def label_problem(stats: LabelStats, max_score: float | None, config: SuccessConfig) -> str | None:
@@ -160,18 +190,22 @@ def label_problem(stats: LabelStats, max_score: float | None, config: SuccessCon
     return None
 
 
-def cluster_success(labels: DataFrame) -> DataFrame:
-    """Per cluster: queries, labelled and successful counts, searches, mean score, success rate.
+def cluster_success(labels: DataFrame, confidence: float = 0.95) -> DataFrame:
+    """Per cluster: queries, labelled and successful counts, searches, mean score, success rate
+    and its Wilson score interval at `confidence`.
 
     `success_rate` is the share of the cluster's labelled queries that are successes (null when
-    none is labelled); `mean_score` is the search-weighted mean score (the smoothing prior).
+    none is labelled, as are its bounds); `mean_score` is the search-weighted mean score (the
+    smoothing prior).
     """
-    return labels.where(F.col("cluster_id").isNotNull()).groupBy("cluster_id").agg(
+    counts = labels.where(F.col("cluster_id").isNotNull()).groupBy("cluster_id").agg(
         F.count(F.lit(1)).alias("n_queries"),
         F.count("success").alias("n_labelled"),
         F.coalesce(F.sum(F.col("success").cast("long")), F.lit(0)).alias("n_successful"),
         F.sum("support").alias("support"),
         F.first("prior_mean").alias("mean_score"),
-        F.try_divide(F.sum(F.col("success").cast("double")), F.count("success"))
-        .alias("success_rate"),
     )
+    low, high = wilson_columns(F.col("n_successful"), F.col("n_labelled"), confidence)
+    return counts.select(
+        "*", F.try_divide(F.col("n_successful").cast("double"), F.col("n_labelled"))
+        .alias("success_rate"), low.alias("success_rate_low"), high.alias("success_rate_high"))

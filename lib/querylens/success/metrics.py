@@ -1,9 +1,13 @@
-"""Metrics of success predictors (ROC-AUC, PR-AUC, Brier, calibration) and the baselines."""
+"""Metrics of success predictors (ROC-AUC, PR-AUC, Brier, calibration), the baselines and
+Wilson intervals of success rates."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from scipy.stats import norm
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -89,3 +93,17 @@ def logistic_regression(seed: int, max_iter: int = 1000) -> Pipeline:
     """Standardised, class-balanced L2 logistic regression (the linear baseline)."""
     return make_pipeline(StandardScaler(), LogisticRegression(
         C=1.0, class_weight="balanced", max_iter=max_iter, random_state=seed))
+
+
+def wilson_columns(successes: Column, n: Column, confidence: float) -> tuple[Column, Column]:
+    """The (low, high) Wilson score interval of the rate `successes / n` at `confidence`:
+    `(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`, null where `n` is 0."""
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    total = F.when(n > 0, n.cast("double"))
+    p = successes.cast("double") / total
+    center = p + F.lit(z * z / 2.0) / total
+    spread = F.lit(z) * F.sqrt(p * (F.lit(1.0) - p) / total + F.lit(z * z / 4.0) / (total * total))
+    scale = F.lit(1.0) + F.lit(z * z) / total
+    known = n > 0
+    return (F.when(known, F.greatest(F.lit(0.0), (center - spread) / scale)),
+            F.when(known, F.least(F.lit(1.0), (center + spread) / scale)))

@@ -54,9 +54,10 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
     """Write labels and cluster rates; unless the labels cannot train one, fit and score."""
     cfg = run.config.success
     run.write("success_labels", labels)
-    run.write("cluster_success", cluster_success(labels))
+    run.write("cluster_success", cluster_success(labels, cfg.confidence))
     publish_cluster_success_view(run)
-    facts: dict[str, Any] = {"labels": asdict(stats), "notes": []}
+    facts: dict[str, Any] = {"labels": {**asdict(stats), "unlabelled": stats.unlabelled},
+                             "notes": []}
     run.facts["success"] = facts
     rows: list[Row] = label_rows(stats)
     truth = evaluate.ground_truth(run.spark, run.database)
@@ -68,13 +69,17 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
         embeddings, "query_key").select(
         "query_key", "cluster_id", "split", F.col("success").cast("int").alias("y"), "embedding",
     ), "embedding")
-    problem = split_problem(data)
+    classes = split_classes(data)
+    facts["split_classes"] = classes
+    rows += [("labels", split, kind, float(n)) for split, counts in classes.items()
+             for kind, n in counts.items()]
+    problem = split_problem(classes, cfg.min_per_class)
     if problem:
         facts["model"] = f"skipped: {problem}"
         log.warning("success model: %s", problem)
         run.write_metrics(rows)
         return
-    masks = {s: (data["split"] == s).to_numpy() for s in ("train", "validation", "test")}
+    masks = {s: (data["split"] == s).to_numpy() for s in SPLITS}
     parts = {s: data[mask] for s, mask in masks.items()}
     y = {s: part["y"].to_numpy() for s, part in parts.items()}
     train_clusters = parts["train"]["cluster_id"].to_numpy()
@@ -151,25 +156,41 @@ def success_model(cfg: SuccessConfig, n_train: int) -> SuccessMLP:
 
 
 def label_rows(stats: Any) -> list[Row]:
+    """Label counts: queries, labelled, successful, `min_support` and the low-support queries
+    it left unlabelled, all unlabelled, those with failure evidence, and the threshold."""
     rows: list[Row] = [("labels", "all", "queries", float(stats.queries)),
                        ("labels", "all", "labelled", float(stats.labelled)),
                        ("labels", "all", "successful", float(stats.successful)),
-                       ("labels", "all", "low_support", float(stats.low_support))]
+                       ("labels", "all", "min_support", float(stats.min_support)),
+                       ("labels", "all", "low_support", float(stats.low_support)),
+                       ("labels", "all", "unlabelled", float(stats.unlabelled)),
+                       ("labels", "all", "with_failure_evidence",
+                        float(stats.with_failure_evidence))]
     if stats.threshold is not None:
         rows.append(("labels", "all", "threshold", float(stats.threshold)))
     return rows
 
 
-def split_problem(data: pd.DataFrame) -> str | None:
-    """Why the labelled queries cannot be split into train/validation/test, else None."""
-    sizes = data.groupby("split")["y"].agg(["count", "nunique"])
-    for split in ("train", "validation", "test"):
-        if split not in sizes.index:
-            return (f"no labelled query falls in the {split} split ({len(data)} labelled "
-                    "queries with embeddings); label more queries or change the fractions")
-    if sizes.loc["train", "nunique"] < 2:
-        return "the train split holds a single class; a success model needs both"
-    return None
+SPLITS = ("train", "validation", "test")
+
+
+def split_classes(data: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Labelled queries with embeddings per split: successes and failures."""
+    return {split: {"successes": int((data.loc[data["split"] == split, "y"] == 1).sum()),
+                    "failures": int((data.loc[data["split"] == split, "y"] == 0).sum())}
+            for split in SPLITS}
+
+
+def split_problem(classes: dict[str, dict[str, int]], min_per_class: int) -> str | None:
+    """Why the success model refuses to train: a split with fewer than `min_per_class`
+    labelled successes or failures; else None."""
+    short = [f"{split} {c['successes']} successes / {c['failures']} failures"
+             for split, c in classes.items() if min(c.values()) < min_per_class]
+    if not short:
+        return None
+    return (f"too few labelled queries to train and evaluate a success model: "
+            f"{'; '.join(short)} (success.min_per_class={min_per_class} needs at least "
+            f"{min_per_class} of each class in each of train, validation and test)")
 
 
 def score_queries(run: Run, labels: DataFrame, embeddings: DataFrame, model: SuccessMLP,
