@@ -26,7 +26,7 @@ from tests.test_faults import table_checksums
 STAGES = ["ingest", "embed", "cluster", "success", "recommend"]
 SMALL = ["generate.n_events=3000", "generate.n_queries=400", "cluster.n_clusters=4",
          "cluster.n_components=5", "cluster.sweep=false", "cluster.stability_seeds=[]",
-         "success.max_epochs=30"]
+         "success.max_epochs=30", "success.min_per_class=5"]
 COMPARED = {
     "cluster_assignments": ["query_key", "cluster_id", "next_cluster_id"],
     "success_labels": ["query_key", "success", "split", "cluster_id"],

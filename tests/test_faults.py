@@ -22,7 +22,7 @@ ROOT = Path(__file__).parents[1]
 STAGES = ["ingest", "embed", "cluster", "success"]
 SMALL = ["generate.n_events=3000", "generate.n_queries=400", "cluster.n_clusters=4",
          "cluster.n_components=5", "cluster.sweep=false", "cluster.stability_seeds=[]",
-         "success.max_epochs=30", "spark.master=local[2,3]"]
+         "success.max_epochs=30", "success.min_per_class=5", "spark.master=local[2,3]"]
 VOLATILE_METRIC = re.compile(r"second|time|per_s|throughput|rows_per", re.I)
 
 

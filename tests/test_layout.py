@@ -44,4 +44,4 @@ def test_nothing_imports_app_and_no_stage_imports_demo() -> None:
     assert edges["runtime"] == set()
     assert sorted(p.name for p in LIB.iterdir() if p.is_dir() and p.name != "__pycache__") == [
         "app", "cluster", "demo", "deploy", "embed", "ingest", "recommend", "report", "runtime",
-        "success"]
+        "success", "tracking"]

@@ -256,7 +256,8 @@ def pick(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 
 def why_failing(label: object, p: object, cut: float) -> str:
-    if label is False:
+    """Failing rows are labelled failures (a Python or numpy False) or predicted ones."""
+    if (label is not None and not bool(label)) or p is None or pd.isna(p):
         return "failed (label)"
     return f"predicted to fail (p_success {p:.2f} < {cut:.2f})"
 

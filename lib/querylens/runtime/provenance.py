@@ -137,7 +137,9 @@ def record_stage_tasks(run: Run, stage: str) -> Iterator[None]:
     with track_tasks(run.spark) as tracker:
         yield
     if tracker.records:
-        driver = run.facts.setdefault("driver", driver_info(run.spark))
+        driver = run.facts.setdefault("driver", {})
+        if "master" not in driver:
+            driver.update(driver_info(run.spark))
         run.facts.setdefault("tasks", {})[stage] = tracker.summary(driver)
 
 

@@ -68,7 +68,7 @@ def train_and_score(run: Run, labels: DataFrame, stats: Any, embeddings: DataFra
     data, vectors = with_matrix(labels.where(F.col("success").isNotNull()).join(
         embeddings, "query_key").select(
         "query_key", "cluster_id", "split", F.col("success").cast("int").alias("y"), "embedding",
-    ), "embedding")
+    ).orderBy("query_key"), "embedding")
     classes = split_classes(data)
     facts["split_classes"] = classes
     rows += [("labels", split, kind, float(n)) for split, counts in classes.items()
