@@ -20,6 +20,7 @@ from querylens.runtime.runs import Run
 from querylens.runtime.specs import SPECS
 from tests.conftest import DEMO
 from tests.helpers import config_overrides
+from tests.test_faults import VOLATILE_METRIC
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,13 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
+def measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without timing metrics (`model_metrics` rows such as seconds or rows per second)."""
+    if "metric" not in frame.columns:
+        return frame
+    return frame[~frame["metric"].astype(str).str.contains(VOLATILE_METRIC)]
+
+
 def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
@@ -60,7 +68,8 @@ def differences(left: pd.DataFrame, right: pd.DataFrame) -> list[str]:
     for column in left.columns:
         for i, (a, b) in enumerate(zip(left[column], right[column], strict=True)):
             if not same_value(a, b):
-                found.append(f"{column}[{i}]: {a!r} vs {b!r}")
+                keys = {c: left[c][i] for c in left.columns if left[c].dtype != float}
+                found.append(f"{column} at {keys}: {a!r} vs {b!r}")
                 break
     return found[:5]
 
@@ -91,9 +100,10 @@ def test_pipeline_over_spark_connect_equals_the_classic_run(
     for spec in SPECS:
         if spec.name in RUN_FACTS:
             continue
-        classic = comparable(spark.table(f"{database}.{spec.name}").toPandas())
+        classic = comparable(measured(spark.table(f"{database}.{spec.name}").toPandas()))
         assert len(classic), f"classic run wrote no {spec.name}"
-        over_connect = comparable(spark.read.parquet(str(warehouse / spec.name)).toPandas())
+        over_connect = comparable(measured(
+            spark.read.parquet(str(warehouse / spec.name)).toPandas()))
         diff = differences(classic, over_connect)
         assert not diff, f"{spec.name}: {diff}"
         compared.append(spec.name)
