@@ -14,6 +14,7 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
+from querylens.runtime.catalog import path_or_uri
 from querylens.runtime.config import to_dict
 from querylens.runtime.runs import METRICS_TABLE, Run
 from querylens.runtime.tables import table_exists
@@ -93,6 +94,20 @@ def report_files(run: Run) -> list[Path]:
     return [page, *sorted(page.parent.glob("*.png"))]
 
 
+def experiment_id(run: Run) -> str:
+    """The id of `tracking.experiment`, created when missing with its artifacts under
+    `<run.output_dir>/mlflow-artifacts` (MLflow's own default is `./mlruns` in the working
+    folder)."""
+    name = run.config.tracking.experiment
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = path_or_uri(str(Path(run.config.run.output_dir) / "mlflow-artifacts"))
+    if "://" not in location:
+        location = Path(location).as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
 def log_run(run: Run) -> str:
     """Log `run` into MLflow (continuing its MLflow run when the facts name one); return the
     MLflow run id. Parameters already logged are kept; a model is logged again only when the
@@ -103,7 +118,7 @@ def log_run(run: Run) -> str:
     facts.pop("error", None)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    experiment = mlflow.set_experiment(cfg.experiment)
+    experiment = mlflow.set_experiment(experiment_id=experiment_id(run))
     tags = {"querylens.run_id": run.run_id, "querylens.database": run.database}
     with mlflow.start_run(run_id=facts.get("run_id"), run_name=run.run_id, tags=tags) as active:
         known = active.data.params
