@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from docs_section import write_section  # noqa: E402
 from embed_throughput import cpu_name, spark_session  # noqa: E402
 from querylens.demo.samples import fashion_queries  # noqa: E402
 
@@ -141,7 +142,8 @@ def main() -> None:
                    statistics.mean(load))
     print(table)
     if args.write:
-        write_section(ROOT / "docs" / "BENCHMARKS.md", table)
+        write_section(ROOT / "docs" / "BENCHMARKS.md", table, BEGIN, END,
+                      "### CPU backends: torch vs ONNX Runtime (#18)")
 
 
 def report(args: argparse.Namespace, seconds: dict[str, list[float]],
@@ -195,18 +197,6 @@ def report(args: argparse.Namespace, seconds: dict[str, list[float]],
         END,
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, table: str) -> None:
-    """Replace the backend table in docs/BENCHMARKS.md (between its markers)."""
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + table + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n### CPU backends: torch vs ONNX Runtime (#18)\n\n" + (
-            table + "\n")
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from docs_section import write_section  # noqa: E402
 from querylens.demo.samples import fashion_queries  # noqa: E402
 
 BEGIN, END = "<!-- embed-cpu:begin -->", "<!-- embed-cpu:end -->"
@@ -114,7 +115,8 @@ def main() -> None:
     table = report(args, results, plain, best, udf, cold, (load + os.getloadavg()[0]) / 2)
     print(table)
     if args.write:
-        write_section(ROOT / "docs" / "BENCHMARKS.md", table)
+        write_section(ROOT / "docs" / "BENCHMARKS.md", table, BEGIN, END,
+                      "## Embedding\n\n### CPU: Spark UDF vs plain encode")
 
 
 def report(args: argparse.Namespace, results: dict[str, float], plain: dict[int, list[float]],
@@ -155,18 +157,6 @@ def report(args: argparse.Namespace, results: dict[str, float], plain: dict[int,
         END,
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, table: str) -> None:
-    """Replace the CPU embedding table in docs/BENCHMARKS.md (between its markers)."""
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + table + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Embedding\n\n### CPU: Spark UDF vs plain encode\n\n" + (
-            table + "\n")
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ def test_rerun_embeds_nothing_and_ten_percent_new_embeds_only_those(
 
     second = embed_queries(spark, day1, config, database, run_id="r2")
     assert (second.embedded, second.reused, second.skipped) == (0, 181, 3)
+    assert (second.backend, second.precision, second.agreement) == ("onnx", "onnx-float32", None)
 
     new = [q for q in fashion_queries(400, seed=4) if q not in set(old)][:20]
     day2 = queries_df(spark, [*old, LONG, *new])

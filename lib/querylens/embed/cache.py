@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from querylens.embed.encoders import Encoder, ModelLoadError
-from querylens.embed.onnx import BackendChoice, guarded
+from querylens.embed.onnx import BackendChoice, guarded, precision_of
 from querylens.embed.udf import EncoderSettings, backend_for, embed_struct_column, worker_encoder
 from querylens.runtime.config import EmbedConfig
 from querylens.runtime.tables import append_table, qualified
@@ -99,11 +99,20 @@ def tasks_use_gpu(spark: SparkSession, device: str) -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_backend(spark: SparkSession, config: EmbedConfig, probe: Encoder) -> BackendChoice:
-    """torch, or ONNX if the tasks run on a CPU and its vectors agree with `probe` (torch float32
-    on the driver's CPU); a disagreeing or broken ONNX export falls back to torch, loudly."""
+def intended_precision(spark: SparkSession, config: EmbedConfig) -> str:
+    """The precision the configured backend embeds with if its agreement check passes:
+    `torch`, or `onnx-float32`/`onnx-int8` when the tasks run on a CPU."""
     device = "cuda" if tasks_use_gpu(spark, config.device) else "cpu"
     if backend_for(config.backend, device) == "torch":
+        return "torch"
+    return precision_of(config.quantize)
+
+
+def choose_backend(config: EmbedConfig, probe: Encoder, precision: str) -> BackendChoice:
+    """torch, or the ONNX export of `probe` (torch float32 on the driver's CPU) if `precision`
+    asks for it and its vectors agree; a disagreeing or broken export falls back to torch,
+    loudly."""
+    if precision == "torch":
         return BackendChoice(probe)  # type: ignore[arg-type]
     return guarded(probe, config.onnx_dir, config.quantize,  # type: ignore[arg-type]
                    config.agreement_min_mean_cosine, config.agreement_min_cosine)
@@ -116,6 +125,15 @@ def same_precision(precision: str) -> Column:
     if precision == "torch":
         return ~recorded.startswith("onnx-")
     return recorded == precision
+
+
+def not_cached(spark: SparkSession, wanted: DataFrame, database: str, encoder: Encoder,
+               precision: str) -> DataFrame:
+    """The rows of `wanted` without a cached vector of `encoder` at `precision`."""
+    cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision, precision)
+    if cached is None:
+        return wanted
+    return wanted.join(cached.select("query_key").distinct(), "query_key", "left_anti")
 
 
 def cached_embeddings(
@@ -141,8 +159,6 @@ def embed_queries(
     start = time.perf_counter()
     chosen = choose_model(config)
     encoder = chosen.encoder
-    backend = choose_backend(spark, config, encoder)
-    precision = backend.encoder.precision if backend.backend == "onnx" else "torch"
     distinct = queries.select("query_key", "query").dropDuplicates(["query_key"])
     counts = distinct.agg(
         F.count(F.lit(1)).alias("total"),
@@ -150,14 +166,21 @@ def embed_queries(
     ).first()
     assert counts is not None
     wanted = distinct.where(~is_blank(F.col("query")) & F.col("query_key").isNotNull())
-    cached = cached_embeddings(spark, database, encoder.model_id, encoder.revision, precision)
-    missing = wanted if cached is None else wanted.join(
-        cached.select("query_key").distinct(), "query_key", "left_anti")
-    batch_id = f"{run_id or 'adhoc'}-{uuid.uuid4().hex[:8]}"
+    precision = intended_precision(spark, config)
+    missing = not_cached(spark, wanted, database, encoder, precision)
     n_missing = missing.count()
+    backend = BackendChoice(encoder)  # type: ignore[arg-type]
+    if n_missing and precision != "torch":
+        backend = choose_backend(config, encoder, precision)
+        if backend.fallback_reason is not None:
+            precision = "torch"
+            missing = not_cached(spark, wanted, database, encoder, precision)
+            n_missing = missing.count()
+    backend_name = "torch" if precision == "torch" else "onnx"
+    batch_id = f"{run_id or 'adhoc'}-{uuid.uuid4().hex[:8]}"
     if n_missing:
         settings = replace(EncoderSettings.from_config(config, chosen.model),
-                           backend=backend.backend, guard=False)
+                           backend=backend_name, guard=False)
         fresh = missing.withColumn("e", embed_struct_column(F.col("query"), settings)).select(
             "query_key",
             "query",
@@ -191,7 +214,7 @@ def embed_queries(
         seconds=round(seconds, 3),
         queries_per_second=round(embedded / seconds, 1) if embedded else None,
         requested_backend=config.backend,
-        backend=backend.backend,
+        backend=backend_name,
         precision=precision,
         agreement=asdict(backend.agreement) if backend.agreement else None,
         backend_fallback=backend.fallback_reason is not None,
