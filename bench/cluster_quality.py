@@ -16,7 +16,10 @@ over `--seeds` seeds.
 The `auto` check: the stage's own two-axis sweep (`run_sweep`, `cluster.*` defaults, grids
 scaled to the set) with the classes, its `auto` choice (`select.choose`, labels unused), and
 for that choice the AMI of the sweep's point vs the best grid point, and of the final fit
-(n_init 10, median over seeds) vs plain KMeans on the normalised embedding at the same k.
+(n_init 10) vs plain KMeans on the normalised embedding at the same k: mean +- standard
+deviation [range] over seeds 0..`--seeds`-1, and of the per-seed difference.
+Spherical KMeans (`spherical_kmeans`) at the auto rule's components and at full dimension is
+the candidate for `cluster.algorithm`.
 
     .venv/bin/python bench/cluster_quality.py [--demo-queries 3000] [--seeds 3] [--write]
         [--cache DIR]
@@ -32,16 +35,17 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans, kmeans_plusplus
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
 
 from querylens.cluster.backends import fit_kmeans_sklearn, fit_projection_sklearn
-from querylens.cluster.select import choose
+from querylens.cluster.select import choose, choose_components, components_of
 from querylens.cluster.sweep import clusters_grid, components_grid, run_sweep
 from querylens.runtime.arrays import normalize_rows
 from querylens.runtime.config import ClusterConfig
@@ -93,7 +97,9 @@ def auto_check(name: str, X: np.ndarray, y: np.ndarray, seeds: int) -> dict[str,
     """The stage's sweep and `auto` choice on one set, against the classes."""
     config = ClusterConfig()
     projection = fit_projection_sklearn(X, config.seed)
-    grid = components_grid(config.sweep_components, len(projection.explained_variance_ratio_))
+    cumulative = np.cumsum(projection.explained_variance_ratio_)
+    grid = components_grid(config.sweep_components, len(cumulative),
+                           components_of(config, cumulative)[0])
     ks = clusters_grid(config.sweep_clusters, len(X), config.sweep_clusters_min,
                        config.sweep_clusters_max, config.sweep_clusters_points)
     started = time.perf_counter()
@@ -105,16 +111,17 @@ def auto_check(name: str, X: np.ndarray, y: np.ndarray, seeds: int) -> dict[str,
                       stability_sample_size=config.sweep_stability_sample_size,
                       classes=y.astype(object))
     sweep_s = time.perf_counter() - started
-    choice = choose(config, grid, np.cumsum(projection.explained_variance_ratio_), sweep)
+    choice = choose(config, cumulative, sweep)
     p, k = choice.n_components, choice.n_clusters
     at = sweep[(sweep.n_components == p) & (sweep.n_clusters == k)].iloc[0]
     best = sweep.loc[sweep["ami"].idxmax()]
     Z = projection.transform(X, p)
-    final = median_over_seeds(
-        lambda s: fit_kmeans_sklearn(Z, k, config.n_init, 300, 1e-4, s).labels_, y, seeds)[0]
+    final = amis_over_seeds(
+        lambda s: fit_kmeans_sklearn(Z, k, config.n_init, 300, 1e-4, s).labels_, y, seeds)
     unit = normalize_rows(X, np.float64)
-    plain = median_over_seeds(
-        lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)[0]
+    plain = amis_over_seeds(
+        lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)
+    gap = np.subtract(final, plain)
     print(f"{name}: sweep of {len(sweep)} points in {sweep_s:.1f} s; {choice.reason}")
     print(sweep[["n_components", "n_clusters", "silhouette_euclidean_sampled",
                  "stability_ari", "explained_variance", "ami"]].round(3).to_string())
@@ -122,22 +129,64 @@ def auto_check(name: str, X: np.ndarray, y: np.ndarray, seeds: int) -> dict[str,
             "points": len(sweep), "sweep_s": round(sweep_s, 1), "p": p, "k": k,
             "auto_sweep_ami": round(float(at.ami), 3), "best_ami": round(float(best.ami), 3),
             "best_point": f"({int(best.n_components)}, {int(best.n_clusters)})",
-            "auto_fit_ami": round(final, 3), "plain_ami": round(plain, 3),
+            "auto_fit_ami": spread(final), "plain_ami": spread(plain), "gap": spread(gap),
             "reason": choice.reason}
 
 
 def auto_markdown(rows: list[dict[str, object]]) -> str:
     lines = ["| set | queries | classes | grid (components x k) | auto (p, k) | AMI auto "
              "(sweep point) | best grid point: AMI | AMI auto (final fit) | plain KMeans, "
-             "same k | sweep time |", "| --- | ---: | ---: | --- | --- | ---: | --- | ---: "
-             "| ---: | ---: |"]
+             "same k | final - plain, same seed | sweep time |",
+             "| --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['set']} | {r['n']} | {r['classes']} | {r['components']} x {r['ks']} "
             f"| ({r['p']}, {r['k']}) | {r['auto_sweep_ami']} | {r['best_point']}: "
-            f"{r['best_ami']} | {r['auto_fit_ami']} | {r['plain_ami']} | {r['sweep_s']} s |")
+            f"{r['best_ami']} | {r['auto_fit_ami']} | {r['plain_ami']} | {r['gap']} "
+            f"| {r['sweep_s']} s |")
     lines += ["", *[f"- {r['set']}: {r['reason']}" for r in rows]]
     return "\n".join(lines) + "\n"
+
+
+def amis_over_seeds(fit: Callable[[int], np.ndarray], y: np.ndarray, seeds: int
+                    ) -> list[float]:
+    """AMI of `fit(seed)`'s labels for seeds 0, 1, ..."""
+    return [float(adjusted_mutual_info_score(y, fit(seed))) for seed in range(seeds)]
+
+
+def spread(values: list[float] | np.ndarray) -> str:
+    """Mean +- sample standard deviation over seeds, and the range."""
+    v = np.asarray(values, dtype=float)
+    sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return f"{v.mean():.3f} +- {sd:.3f} [{v.min():.3f}, {v.max():.3f}]"
+
+
+def spherical_kmeans(X: np.ndarray, k: int, n_init: int, seed: int, max_iter: int = 300
+                     ) -> np.ndarray:
+    """Spherical KMeans (Dhillon & Modha): rows and centroids on the unit sphere, each row to
+    the centroid of highest cosine, centroids re-normalised means; best of `n_init`
+    k-means++ starts by total cosine."""
+    U = normalize_rows(X, np.float64)
+    rng = np.random.RandomState(seed)
+    best, best_score = np.zeros(len(U), dtype=int), -np.inf
+    for _ in range(n_init):
+        C = normalize_rows(kmeans_plusplus(U, k, random_state=rng.randint(2**31))[0],
+                           np.float64)
+        labels = np.full(len(U), -1)
+        for _ in range(max_iter):
+            new = (U @ C.T).argmax(1)
+            if (new == labels).all():
+                break
+            labels = new
+            sums = np.zeros_like(C)
+            np.add.at(sums, labels, U)
+            empty = ~sums.any(1)
+            sums[empty] = U[rng.choice(len(U), int(empty.sum()), replace=False)]
+            C = normalize_rows(sums, np.float64)
+        score = float((U * C[labels]).sum())
+        if score > best_score:
+            best, best_score = labels, score
+    return best
 
 
 def median_over_seeds(fit: Callable[[int], np.ndarray], y: np.ndarray, seeds: int,
@@ -181,6 +230,11 @@ def evaluate(name: str, data: pd.DataFrame, seeds: int, cache: Path | None = Non
             float(projection.explained_variance_ratio_[:p].sum()))
     add("KMeans on the normalised embedding", median_over_seeds(
         lambda s: KMeans(k, n_init=10, random_state=s).fit(unit).labels_, y, seeds)[0])
+    for p in (choose_components(np.cumsum(projection.explained_variance_ratio_),
+                                ClusterConfig().auto_variance_target)[0], min(X.shape)):
+        Z = projection.transform(X, p)
+        add(f"spherical KMeans on PCA {p}", median_over_seeds(
+            partial(spherical_kmeans, Z, k, 10), y, seeds)[0])
     add("Ward agglomerative", adjusted_mutual_info_score(
         y, AgglomerativeClustering(k, linkage="ward").fit_predict(unit)))
     add("average-linkage cosine agglomerative", adjusted_mutual_info_score(

@@ -9,29 +9,45 @@ from /proc for the Python driver and the Spark JVM (in local mode the JVM is dri
 executor).
 
     .venv/bin/python bench/cluster_scale.py --rows 1000000 [--backend auto] [--sweep]
+    .venv/bin/python bench/cluster_scale.py --rows 200000 --baseline --repeats 3 [--profile]
 
 Without --sweep the model is the old fixed 10 components x 15 clusters; with it, the default
-`auto` two-axis sweep and choice run first.
+`auto` two-axis sweep and choice run first. --baseline times, in the same session and
+alternating with querylens, the plain pyspark.ml pipeline Normalizer -> PCA -> KMeans ->
+ClusteringEvaluator with the same components, clusters, seed, max_iter and tol; --profile
+prints the wall time of each Spark action (and table write) by its querylens caller.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.ml import Pipeline
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import PCA, Normalizer
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.classic.dataframe import DataFrame as ClassicFrame
 
 from querylens.cluster.stage import write_clusters
-from querylens.runtime.config import load_config
+from querylens.runtime.config import Config, load_config
 from querylens.runtime.runs import Run
 from querylens.runtime.session import build_session
 
@@ -120,6 +136,90 @@ class PeakMemory:
         self._thread.join()
 
 
+ACTIONS: list[tuple[type, str]] = [(ClassicFrame, "collect"), (ClassicFrame, "toPandas"),
+                                    (ClassicFrame, "count"), (ClassicFrame, "first"),
+                                    (DataFrameWriter, "saveAsTable"), (SparkSession, "sql")]
+
+
+class ActionTimer:
+    """Wall time and number of Spark actions (collect, toPandas, count, first, saveAsTable,
+    sql) by the innermost querylens line that called them; nested calls count once."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self._saved: list[tuple[type, str, Callable[..., Any]]] = []
+        self._depth = 0
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
+            frames = [f for f in traceback.extract_stack()[:-1] if "querylens" in f.filename]
+            where = (f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}"
+                     if frames else "bench")
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.seconds[where] += time.perf_counter() - start
+                self.calls[where] += 1
+        return timed
+
+    def __enter__(self) -> ActionTimer:
+        for cls, name in ACTIONS:
+            fn = getattr(cls, name)
+            self._saved.append((cls, name, fn))
+            setattr(cls, name, self._wrap(fn))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for cls, name, fn in self._saved:
+            setattr(cls, name, fn)
+
+    def report(self) -> str:
+        rows = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        return "\n".join(f"{s:8.2f} s {self.calls[w]:3d}x  {w}" for w, s in rows)
+
+
+def baseline(frame: DataFrame, config: Config) -> dict[str, float]:
+    """The plain pyspark.ml pipeline on `embedding`: fit, predict, evaluate (silhouette)."""
+    c = config.cluster
+    vectors = frame.select(array_to_vector(F.col("embedding")).alias("raw"))
+    stages: list[Any] = [Normalizer(p=2.0, inputCol="raw", outputCol="unit"),
+              PCA(k=int(c.n_components), inputCol="unit", outputCol="features"),
+              KMeans(k=int(c.n_clusters), maxIter=c.max_iter, tol=c.tol, seed=c.seed,
+                     initSteps=c.init_steps)]
+    start = time.perf_counter()
+    model = Pipeline(stages=stages).fit(vectors)
+    silhouette = ClusteringEvaluator().evaluate(model.transform(vectors))
+    return {"seconds": time.perf_counter() - start,
+            "inertia": float(model.stages[-1].summary.trainingCost),  # type: ignore[attr-defined]
+            "silhouette_sqeuclidean": float(silhouette)}
+
+
+def querylens_run(spark: SparkSession, frame: DataFrame, config: Config, name: str
+                  ) -> dict[str, Any]:
+    """`write_clusters` on `frame`, timed; its facts, inertia and table counts."""
+    run = Run(spark, config, run_id=name)
+    run.facts["embed"] = {"model_id": "synthetic", "model_revision": "0"}
+    start = time.perf_counter()
+    facts = write_clusters(run, frame.select("query_key", "embedding"),
+                           frame.select("query_key", "query", "n_searches"))
+    seconds = time.perf_counter() - start
+    inertia = run.read("model_metrics").where(
+        (F.col("split") == "all") & (F.col("metric") == "inertia")).first()
+    assert inertia is not None
+    return {"seconds": seconds, "facts": facts, "inertia": float(inertia["value"]),
+            "counts": dict(run.counts)}
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
@@ -128,6 +228,9 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "ql_bench"))
     args = parser.parse_args()
     root = Path(args.data_dir)
@@ -147,23 +250,43 @@ def main() -> None:
             generate(spark, args.rows, args.dim, args.centers, data)
             print(f"generated {args.rows} x {args.dim} in {time.perf_counter() - start:.0f}s")
         frame: DataFrame = spark.read.parquet(str(data))
-        run = Run(spark, config, run_id=f"scale-{args.rows}-{args.backend}")
-        run.facts["embed"] = {"model_id": "synthetic", "model_revision": "0"}
-        start = time.perf_counter()
-        facts = write_clusters(run, frame.select("query_key", "embedding"),
-                               frame.select("query_key", "query", "n_searches"))
-        seconds = time.perf_counter() - start
-    print(json.dumps({
+        ours: list[dict[str, Any]] = []
+        plain: list[dict[str, float]] = []
+        loads = [load_average()]
+        timer = ActionTimer()
+        for i in range(args.repeats):
+            if args.baseline:
+                plain.append(baseline(frame, config))
+            with timer if args.profile and i == 0 else contextlib.nullcontext():
+                ours.append(querylens_run(spark, frame, config,
+                                          f"scale-{args.rows}-{args.backend}"))
+            loads.append(load_average())
+    if args.profile:
+        print(timer.report())
+    last = ours[-1]
+    facts = last["facts"]
+    report: dict[str, Any] = {
         "machine": f"{platform.node()} {os.cpu_count()} cpus", "rows": args.rows,
         "dim": args.dim, "backend": facts["backend"], "fit_rows": facts["fit_rows"],
-        "sweep": args.sweep, "seconds": round(seconds, 1),
+        "sweep": args.sweep, "seconds": [round(r["seconds"], 1) for r in ours],
+        "median_seconds": round(statistics.median(r["seconds"] for r in ours), 1),
         "choice": facts["choice_reason"],
         "python_driver_peak_gb": round(peak.python / 2**30, 2),
         "jvm_peak_gb": round(peak.jvm / 2**30, 2),
+        "inertia": round(last["inertia"], 3),
         "silhouette_sqeuclidean": round(facts["silhouette_sqeuclidean"], 4),
         "silhouette_euclidean_sampled": round(facts["silhouette_euclidean_sampled"], 4),
-        "counts": run.counts,
-    }))
+        "load_average_1min": loads, "counts": last["counts"],
+    }
+    if plain:
+        median = statistics.median(r["seconds"] for r in plain)
+        report["baseline"] = {"seconds": [round(r["seconds"], 1) for r in plain],
+                              "median_seconds": round(median, 1),
+                              "inertia": round(plain[-1]["inertia"], 3),
+                              "silhouette_sqeuclidean": round(
+                                  plain[-1]["silhouette_sqeuclidean"], 4)}
+        report["querylens_over_baseline"] = round(report["median_seconds"] / median, 2)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -52,25 +52,29 @@ def sweep_of(X: np.ndarray, y: np.ndarray | None, components: list[int], cluster
 
 
 def test_auto_finds_the_planted_dimension_and_clusters() -> None:
+    """The planted directions carry ~98.9% of the variance, ~9.9% each, so a target of 0.95
+    keeps exactly them (the default 0.9 would keep 9: `test_components_rule_by_hand`)."""
     X, y = planted()
-    config = load_config().cluster
+    config = dataclasses.replace(load_config().cluster, auto_variance_target=0.95)
     projection = fit_projection_sklearn(X, 42)
-    grid = components_grid("auto", len(projection.explained_variance_ratio_))
-    assert grid == [5, 10, 20, 40, 64]
+    cumulative = np.cumsum(projection.explained_variance_ratio_)
+    grid = components_grid("auto", len(cumulative), 5)
+    assert grid == [5, 10, 40, 64]
     sweep = sweep_of(X, y, grid, [4, 6, 9, 12, 18, 24])
-    choice = choose(config, grid, np.cumsum(projection.explained_variance_ratio_), sweep)
+    choice = choose(config, cumulative, sweep)
     assert (choice.n_components, choice.n_clusters) == (PLANTED_DIM, PLANTED_K), choice.reason
-    assert "80%" in choice.reason and "silhouette" in choice.reason
+    assert "95%" in choice.reason and "silhouette" in choice.reason
     hit = sweep[(sweep.n_components == PLANTED_DIM) & (sweep.n_clusters == PLANTED_K)].iloc[0]
     assert hit.ami > 0.99 and hit.stability_ari > 0.99
 
 
 def test_components_rule_by_hand() -> None:
-    cumulative = np.array([0.5, 0.7, 0.79, 0.8, 0.95])
-    assert choose_components([1, 2, 4, 5], cumulative, 0.8)[0] == 4
-    assert choose_components([1, 2, 3], cumulative, 0.8)[0] == 3
-    assert "no grid point" in choose_components([1, 2, 3], cumulative, 0.8)[1]
-    assert choose_components([1, 2, 5], cumulative, 0.5)[0] == 1
+    cumulative = np.array([0.5, 0.7, 0.79, 0.8, 0.95, 1.0 - 1e-9])
+    assert choose_components(cumulative, 0.8)[0] == 4
+    assert choose_components(cumulative, 0.5)[0] == 1
+    assert choose_components(cumulative, 0.9)[0] == 5
+    assert choose_components(cumulative, 1.0)[0] == 6
+    assert "(80.0%)" in choose_components(cumulative, 0.8)[1]
 
 
 def test_clusters_rule_prefers_stable_then_silhouette() -> None:
@@ -90,9 +94,11 @@ def test_clusters_rule_prefers_stable_then_silhouette() -> None:
 
 
 def test_grids_scale_with_the_queries_and_include_the_full_dimension() -> None:
-    assert components_grid("auto", 384) == [5, 10, 20, 40, 80, 160, 320, 384]
+    assert components_grid("auto", 384) == [10, 40, 160, 384]
+    assert components_grid("auto", 384, extra=116) == [10, 40, 116, 160, 384]
     assert components_grid([5, 10], 384, extra=30) == [5, 10, 30]
     assert clusters_grid("auto", 240, 4, 100, 6) == [4, 6, 9, 14, 21, 31]
+    assert clusters_grid("auto", 240, 4, 100, 4) == [4, 8, 16, 31]
     assert clusters_grid("auto", 1_000_000, 4, 100, 6) == [12, 18, 28, 43, 65, 100]
     assert clusters_grid([20, 10, 20], 10**6, 4, 100, 6) == [10, 20]
 
@@ -138,6 +144,7 @@ def test_stage_chooses_logs_and_marks_the_point(
         "n_searches": np.ones(ROWS, dtype="int64")}))
     cluster = load_config(None, [
         "cluster.backend=sklearn", "cluster.sweep_clusters=[6,12,24]", "cluster.stability_seeds=[]",
+        "cluster.auto_variance_target=0.95",
         "cluster.stability_bootstraps=0", f"cluster.model_dir={tmp_path_factory.mktemp('m')}",
     ]).cluster
     run = Run(spark, dataclasses.replace(config, cluster=cluster), run_id="cluster-auto")
@@ -150,7 +157,7 @@ def test_stage_chooses_logs_and_marks_the_point(
         "run_id = 'cluster-auto'").toPandas())
     chosen = sweep[sweep["chosen"]]
     assert chosen[["n_components", "n_clusters"]].values.tolist() == [[PLANTED_DIM, PLANTED_K]]
-    assert sorted(sweep["n_components"].unique()) == [5, 10, 20, 40, 64]
+    assert sorted(sweep["n_components"].unique()) == [10, 40, 64]
     metrics = pd.DataFrame(spark.table(f"{run.database}.model_metrics").where(
         "run_id = 'cluster-auto' AND split = 'choice'").toPandas())
     values = dict(zip(metrics["metric"], metrics["value"], strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
@@ -13,6 +14,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from querylens.cluster.naming import (
     STOP_WORDS,
     drop_fragments,
+    exemplars,
     label_lengths,
     name_clusters,
     ranked_terms,
@@ -63,6 +65,28 @@ def test_term_counts_match_python_reference(spark: SparkSession) -> None:
     terms = set(ours["term"])
     assert {"dog rucksack", "stealth wireless", "pack"} <= terms
     assert not terms & {"not", "without", "for", "braid", "rucksack dog", "dog not", "2", "x"}
+
+
+def test_exemplars_are_the_nearest_and_most_searched_by_pandas(spark: SparkSession) -> None:
+    rng = np.random.default_rng(3)
+    n_rows = 300
+    frame = pd.DataFrame({
+        "query_key": [f"k{i:04d}" for i in rng.permutation(n_rows)],
+        "cluster_id": rng.integers(0, 4, n_rows).astype("int32"),
+        "distance": rng.integers(0, 20, n_rows) / 4.0,
+        "n_searches": rng.integers(1, 6, n_rows).astype("int64"),
+    })
+    frame["query"] = "q " + frame["query_key"]
+    df = spark.createDataFrame(frame, "query_key string, cluster_id int, distance double, "
+                                      "n_searches long, query string").repartition(3)
+    ours = exemplars(df, 5).toPandas().set_index("cluster_id").sort_index()
+    near = frame.sort_values(["distance", "query_key"]).groupby("cluster_id")["query"]
+    top = frame.sort_values(["n_searches", "query_key"], ascending=[False, True]).groupby(
+        "cluster_id")["query"]
+    assert list(ours.index) == [0, 1, 2, 3]
+    for c in ours.index:
+        assert list(ours.loc[c, "central_queries"]) == near.get_group(c).head(5).tolist()
+        assert list(ours.loc[c, "top_queries"]) == top.get_group(c).head(5).tolist()
 
 
 def test_labels_have_no_stop_words_or_fragments() -> None:

@@ -34,7 +34,7 @@ from querylens.cluster.naming import (
     stop_words,
     term_counts,
 )
-from querylens.cluster.select import Choice, choose, mark_chosen
+from querylens.cluster.select import Choice, choose, components_of, mark_chosen
 from querylens.cluster.silhouette import (
     silhouette_samples_euclidean,
     spark_cluster_stats,
@@ -193,12 +193,14 @@ def describe(
     config: ClusterConfig, n_rows: int, split: str,
 ) -> ClusterResult:
     """Silhouettes, the clusters table and quality metrics for assigned rows."""
+    assigned = assigned.persist(StorageLevel.MEMORY_AND_DISK)
     stats = spark_cluster_stats(assigned, model.n_clusters, model.n_components)
     scored = with_silhouette(assigned, stats).join(
         queries.select("query_key", "query", "n_searches"), "query_key", "left"
     ).persist(StorageLevel.MEMORY_AND_DISK)
     sample = collect_sample(scored, ["query_key", "reduced", "cluster_id"], n_rows,
                             config.silhouette_sample_size, config.seed)
+    assigned.unpersist()
     Zs, ls = stack(sample["reduced"]), sample["cluster_id"].to_numpy()
     sil_sample, nearest, within = sample_silhouettes(Zs, ls)
     sampled = pd.DataFrame({"cluster_id": ls, "s": sil_sample}).groupby("cluster_id")["s"].mean()
@@ -401,14 +403,13 @@ def sweep_and_choose(
     spark: SparkSession, raw: pd.DataFrame | None, projection: Projection,
     config: ClusterConfig, n_rows: int, labels: DataFrame | None,
 ) -> tuple[pd.DataFrame | None, Choice]:
-    """The sweep on the first `sweep_sample_size` rows of `raw` (when `cluster.sweep`; with a
-    configured n_components added to its grid when n_clusters is `auto`) and the
-    `select.choose` of it."""
-    grid = components_grid(config.sweep_components, len(projection.explained_variance_ratio_),
-                           config.n_components if config.n_clusters == "auto" else "auto")
+    """The sweep on the first `sweep_sample_size` rows of `raw` (when `cluster.sweep`; with the
+    chosen or configured n_components added to its grid) and the `select.choose` of it."""
     cumulative = np.cumsum(projection.explained_variance_ratio_)
     if not config.sweep:
-        return None, choose(config, grid, cumulative, None)
+        return None, choose(config, cumulative, None)
+    grid = components_grid(config.sweep_components, len(cumulative),
+                           components_of(config, cumulative)[0])
     assert raw is not None
     size = config.sweep_sample_size
     sweep = run_sweep(
@@ -422,7 +423,7 @@ def sweep_and_choose(
         stability_sample_size=config.sweep_stability_sample_size,
         classes=(None if labels is None else
                  classes_of(spark, raw["query_key"].iloc[:size], labels)))
-    choice = choose(config, sorted(set(sweep["n_components"])), cumulative, sweep)
+    choice = choose(config, cumulative, sweep)
     return mark_chosen(sweep, choice), choice
 
 

@@ -159,22 +159,20 @@ def name_clusters(
 
 
 def exemplars(assigned: DataFrame, n: int) -> DataFrame:
-    """Per cluster: `n` queries nearest the centroid and `n` most searched."""
-    near = Window.partitionBy("cluster_id").orderBy("distance", "query_key")
-    top = Window.partitionBy("cluster_id").orderBy(F.desc("n_searches"), "query_key")
-    ranked = assigned.select(
-        "cluster_id", "query", "distance", "n_searches",
-        F.row_number().over(near).alias("near_rank"),
-        F.row_number().over(top).alias("top_rank"),
-    ).where((F.col("near_rank") <= n) | (F.col("top_rank") <= n))
+    """Per cluster: `n` queries nearest the centroid and `n` most searched (ties by key)."""
+    near = first_queries(assigned, [F.col("distance"), F.col("query_key")], n, "central_queries")
+    top = first_queries(assigned, [F.desc("n_searches"), F.col("query_key")], n, "top_queries")
+    return near.join(top, "cluster_id", "full")
 
-    def ordered(rank: str, key: str) -> F.Column:
-        picked = F.filter(F.collect_list(F.struct(F.col(rank).alias("r"), "query")),
-                          lambda s: s["r"] <= n)
-        return F.transform(F.array_sort(picked), lambda s: s["query"]).alias(key)
 
-    return ranked.groupBy("cluster_id").agg(ordered("near_rank", "central_queries"),
-                                            ordered("top_rank", "top_queries"))
+def first_queries(assigned: DataFrame, order: list[Column], n: int, name: str) -> DataFrame:
+    """(cluster_id, `name`): each cluster's first `n` queries under `order`. A row number
+    filtered by a constant lets Spark keep only the top `n` per partition before the shuffle
+    (`WindowGroupLimit`)."""
+    rank = F.row_number().over(Window.partitionBy("cluster_id").orderBy(*order))
+    picked = assigned.select("cluster_id", "query", rank.alias("r")).where(F.col("r") <= n)
+    ordered = F.array_sort(F.collect_list(F.struct("r", "query")))
+    return picked.groupBy("cluster_id").agg(F.transform(ordered, lambda s: s["query"]).alias(name))
 
 
 def next_clusters(centroids: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """`auto` for cluster.n_components and cluster.n_clusters: the rule that picks the sweep point.
 
-Components: the fewest of the grid whose cumulative explained variance reaches
-`auto_variance_target` (all of them when none does). The silhouette is not used for this axis:
-it falls as components are added whatever the data, so it would always pick the fewest.
+Components: the fewest components whose cumulative explained variance reaches
+`auto_variance_target` (0.9; the sweep grid gets this point added, so the choice does not depend
+on the grid). The silhouette is not used for this axis: it falls as components are added
+whatever the data, so it would always pick the fewest.
 Clusters: within those components, the grid k with the highest sampled Euclidean silhouette
 among the seed-stable ones (`stability_ari` >= `auto_min_stability`; the most stable k when
 none is), ties to the smaller k. Reference labels are never used to choose.
@@ -31,17 +32,12 @@ class Choice:
                 "choice_reason": self.reason}
 
 
-def choose_components(grid: list[int], cumulative: np.ndarray, target: float) -> tuple[int, str]:
-    """The fewest components of `grid` whose cumulative explained variance (`cumulative[p-1]`)
-    reaches `target`, else the largest; and why."""
-    usable = sorted(p for p in grid if p <= len(cumulative))
-    for p in usable:
-        if cumulative[p - 1] >= target - 1e-12:
-            return p, (f"n_components={p}: fewest of the sweep grid explaining >= {target:.0%} "
-                       f"of the variance ({cumulative[p - 1]:.1%})")
-    p = usable[-1]
-    return p, (f"n_components={p}: no grid point explains {target:.0%} of the variance, so the "
-               f"largest ({cumulative[p - 1]:.1%})")
+def choose_components(cumulative: np.ndarray, target: float) -> tuple[int, str]:
+    """The fewest components whose cumulative explained variance (`cumulative[p-1]`) reaches
+    `target` (all of them when rounding keeps the last below it); and why."""
+    p = min(int(np.searchsorted(cumulative, target - 1e-12)) + 1, len(cumulative))
+    return p, (f"n_components={p}: fewest components explaining >= {target:.0%} of the "
+               f"variance ({cumulative[p - 1]:.1%})")
 
 
 def choose_clusters(sweep: pd.DataFrame, n_components: int, min_stability: float
@@ -70,13 +66,17 @@ def choose_clusters(sweep: pd.DataFrame, n_components: int, min_stability: float
                f"{row['stability_ari']:.2f})")
 
 
-def choose(config: ClusterConfig, grid: list[int], cumulative: np.ndarray,
-           sweep: pd.DataFrame | None) -> Choice:
-    """Resolve `auto` in `config.n_components` and `config.n_clusters` (numbers are kept)."""
+def components_of(config: ClusterConfig, cumulative: np.ndarray) -> tuple[int, str]:
+    """`config.n_components`, or for `auto` `choose_components`; and why."""
     if config.n_components == "auto":
-        p, p_why = choose_components(grid, cumulative, config.auto_variance_target)
-    else:
-        p, p_why = config.n_components, f"n_components={config.n_components}: configured"
+        return choose_components(cumulative, config.auto_variance_target)
+    return config.n_components, f"n_components={config.n_components}: configured"
+
+
+def choose(config: ClusterConfig, cumulative: np.ndarray, sweep: pd.DataFrame | None
+           ) -> Choice:
+    """Resolve `auto` in `config.n_components` and `config.n_clusters` (numbers are kept)."""
+    p, p_why = components_of(config, cumulative)
     if config.n_clusters == "auto":
         if sweep is None:
             raise ValueError("cluster.n_clusters=auto needs the sweep (cluster.sweep=true)")

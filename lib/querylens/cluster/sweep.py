@@ -27,13 +27,14 @@ log = logging.getLogger("querylens")
 SWEEP_COLUMNS = ["n_components", "n_clusters", "n_rows", "silhouette_euclidean_sampled",
                  "silhouette_sqeuclidean", "inertia", "explained_variance", "ami", "nmi", "ari",
                  "purity", "inverse_purity", "labelled_rows", "stability_ari", "chosen"]
-AUTO_COMPONENTS = (5, 10, 20, 40, 80, 160, 320, 640)
+AUTO_COMPONENTS = (10, 40, 160, 640)
 
 
 def components_grid(configured: str | list[int], max_components: int,
                     extra: int | str = "auto") -> list[int]:
-    """`cluster.sweep_components`, or for `auto` 5, 10, 20, 40, ... below `max_components`
-    and `max_components` itself (all components: no reduction); plus `extra` when a number."""
+    """`cluster.sweep_components`, or for `auto` 10, 40, 160, 640 below `max_components`
+    and `max_components` itself (all components: no reduction); plus `extra` when a number
+    (the chosen or configured n_components)."""
     grid = ([p for p in AUTO_COMPONENTS if p < max_components] + [max_components]
             if configured == "auto" else list(configured))
     return sorted({*grid, *([extra] if isinstance(extra, int) else [])})

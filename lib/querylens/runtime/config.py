@@ -169,7 +169,7 @@ class ClusterConfig:
     auto_max_rows: int = 2_000_000
     n_components: Literal["auto"] | int = "auto"
     n_clusters: Literal["auto"] | int = "auto"
-    auto_variance_target: float = 0.8
+    auto_variance_target: float = 0.9
     auto_min_stability: float = 0.5
     n_init: int = 10
     max_iter: int = 300
@@ -187,9 +187,9 @@ class ClusterConfig:
     sweep_clusters: Literal["auto"] | list[int] = "auto"
     sweep_clusters_min: int = 4
     sweep_clusters_max: int = 100
-    sweep_clusters_points: int = 6
+    sweep_clusters_points: int = 4
     sweep_stability_sample_size: int = 2000
-    sweep_sample_size: int = 10_000
+    sweep_sample_size: int = 4000
     sweep_n_init: int = 3
     sweep_full_n_init: int = 50
     sweep_full_n_init_components: int = 10
