@@ -10,38 +10,21 @@ success probability and category of recommended vs failing queries.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import tempfile
-import time
-from pathlib import Path
 
+from demo_setup import demo_session, parse_args
 from querylens.app.pipeline import run_pipeline
-from querylens.demo.ground_truth import write_demo_logs
-from querylens.runtime.config import load_config
 from querylens.runtime.runs import Run
-from querylens.runtime.session import build_session
 from querylens.runtime.tables import read_run_table
 
 STAGES = ["ingest", "embed", "cluster", "success", "recommend"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--root", default=None, help="work folder (default: a temp folder)")
-    args = parser.parse_args()
-    root = Path(args.root or tempfile.mkdtemp(prefix="success-demo-"))
-    config = load_config(None, [
-        f"run.warehouse_dir={root / 'warehouse'}", f"run.metastore_dir={root / 'metastore'}",
-        f"run.output_dir={root / 'output'}", f"input.path={root / 'events'}",
-        "cluster.sweep=false", *args.overrides,
-    ])
-    spark = build_session(config)
-    start = time.perf_counter()
-    write_demo_logs(spark, config)
-    generate_seconds = time.perf_counter() - start
+    args = parse_args(__doc__)
+    root, config, spark, generate_seconds = demo_session(
+        args.root, "success-demo-", ["cluster.sweep=false", *args.overrides])
     run = Run(spark, config)
     run_pipeline(run, STAGES)
     metrics = read_run_table(spark, config.run.database, "model_metrics", run.run_id).toPandas()

@@ -1,5 +1,6 @@
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
@@ -7,7 +8,13 @@ from pyspark.sql import functions as F
 
 from querylens.recommend.blend import Weights, blend
 from querylens.recommend.evaluate import evaluation_cases, ranking_metrics
-from querylens.recommend.lexical import build_lexical_index, levenshtein, lexical_batch
+from querylens.recommend.lexical import (
+    build_lexical_index,
+    coverage,
+    lexical_batch,
+    token_similarity,
+    tokenize,
+)
 from querylens.recommend.reformulations import (
     held_out,
     mine_reformulations,
@@ -64,10 +71,20 @@ def test_reformulations_carry_the_next_query_success(spark: SparkSession) -> Non
     assert got == {"b": (True, 0.7), "c": (False, 0.1)}
 
 
-def test_levenshtein_against_hand_counts() -> None:
-    assert levenshtein("kitten", "sitting") == 3
-    assert levenshtein("gabanna", "gabbana") == 2
-    assert levenshtein("", "abc") == 3 and levenshtein("same", "same") == 0
+def test_token_similarity_against_hand_counted_edit_distances() -> None:
+    assert token_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert token_similarity("gabanna", "gabbana") == pytest.approx(1 - 2 / 7)
+    assert token_similarity("", "abc") == 0.0 and token_similarity("same", "same") == 1.0
+
+
+def test_coverage_against_a_hand_computation() -> None:
+    a, b = tokenize(["hugo bos bag", "newbalance"]), tokenize(["hugo boss", "new balance"])
+    score, best, match = coverage(a, np.array([0, 1]), b, np.array([0, 1]))
+    # bos -> boss: 1 edit of 4; bag -> hugo or boss: 3 edits of 4; newbalance = glued pair
+    assert score == pytest.approx([(1 + 0.75 + 0.25) / 3, 1.0])
+    assert best[0].tolist() == pytest.approx([1.0, 0.75, 0.25])
+    assert [b.names[m] for m in match[0][:2]] == ["hugo", "boss"]
+    assert b.names[match[1][0]] == "new balance"
 
 
 PLANTED = {

@@ -1,15 +1,17 @@
 """Lexical candidates: spelling variants and near duplicates among the recommendable queries,
-by character 3-gram TF-IDF cosine, re-scored with a token edit distance."""
+retrieved by character 3-gram TF-IDF cosine and scored by token edit distance (rapidfuzz)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -18,95 +20,149 @@ from querylens.runtime.workers import Shared, map_batches_with
 SCHEMA = "query_key string, rec_query_key string, lexical_similarity double, lexical_note string"
 SCHEMA_COLUMNS = [part.strip().split(" ")[0] for part in SCHEMA.split(",")]
 TOKEN = re.compile(r"[^\W_]+")
+NOTE_SIMILARITY = 0.6
+CHUNK_PAIRS = 20_000
+
+
+@dataclass
+class Tokenized:
+    """Texts as padded id matrices (-1 pads) into `names`: `tokens` (each text's tokens) and
+    `units` (its tokens, then each adjacent pair, named "new balance" and compared glued)."""
+
+    names: np.ndarray
+    glued: np.ndarray
+    tokens: np.ndarray
+    units: np.ndarray
 
 
 @dataclass
 class LexicalIndex:
-    """Candidate queries as L2-normalised character 3-gram TF-IDF rows."""
+    """Candidate queries as L2-normalised character 3-gram TF-IDF rows, and their tokens."""
 
     vectorizer: TfidfVectorizer
     matrix: sparse.csr_matrix
     keys: np.ndarray
     queries: np.ndarray
+    tokenized: Tokenized
+
+
+def padded(rows: list[list[int]]) -> np.ndarray:
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
+def tokenize(texts: Sequence[str]) -> Tokenized:
+    """`Tokenized` of `texts` with one vocabulary of tokens and glued pairs."""
+    vocab: dict[str, int] = {}
+    tokens: list[list[int]] = []
+    units: list[list[int]] = []
+    for text in texts:
+        words = TOKEN.findall(text)
+        ids = [vocab.setdefault(w, len(vocab)) for w in words]
+        pairs = [vocab.setdefault(f"{a} {b}", len(vocab))
+                 for a, b in zip(words, words[1:], strict=False)]
+        tokens.append(ids)
+        units.append(ids + pairs)
+    names = np.array(list(vocab), dtype=object)
+    glued = np.array([n.replace(" ", "") for n in names], dtype=object)
+    return Tokenized(names, glued, padded(tokens), padded(units))
 
 
 def build_lexical_index(keys: pd.Series, queries: pd.Series) -> LexicalIndex | None:
     """Fit the 3-gram vocabulary on the candidate queries; None without any candidate."""
     if len(queries) == 0:
         return None
+    texts = queries.astype(str).tolist()
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 3), sublinear_tf=True,
                                  dtype=np.float32)
-    matrix = vectorizer.fit_transform(queries.astype(str).tolist()).tocsr()
-    return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy())
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions) between `a` and `b`."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    matrix = vectorizer.fit_transform(texts).tocsr()
+    return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy(), tokenize(texts))
 
 
 def token_similarity(a: str, b: str) -> float:
     """1 - edit distance / longer length."""
-    return 1.0 - levenshtein(a, b) / max(len(a), len(b), 1)
+    return float(Levenshtein.normalized_similarity(a, b))
 
 
-def coverage(query: str, candidate: str) -> tuple[float, str]:
-    """How well `candidate`'s tokens cover `query`'s: the mean over the query's tokens of the
-    best similarity to a candidate token or two adjacent ones glued ("newbalance"), and a note
-    naming the close non-identical matches."""
-    mine, theirs = TOKEN.findall(query), TOKEN.findall(candidate)
-    if not mine or not theirs:
-        return 0.0, ""
-    pairs = [(a + b, f"{a} {b}") for a, b in zip(theirs, theirs[1:], strict=False)]
-    best: list[float] = []
-    variants: list[str] = []
-    for token in mine:
-        sims = [(token_similarity(token, t), t) for t in theirs]
-        sims += [(token_similarity(token, glued), spaced) for glued, spaced in pairs]
-        score, match = max(sims)
-        best.append(score)
-        if match != token and score >= 0.6:
-            variants.append(f"{token}~{match}")
-    return float(np.mean(best)), ", ".join(variants)
+def coverage(a: Tokenized, rows_a: np.ndarray, b: Tokenized,
+             rows_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each pair (text rows_a[i] of `a`, text rows_b[i] of `b`): how well b's units cover
+    a's tokens (the mean over a's tokens of the best `token_similarity` to a token of b or two
+    adjacent ones glued, "newbalance"), and per token that best similarity and b's unit id."""
+    toks, units = a.tokens[rows_a], b.units[rows_b]
+    valid = (toks[:, :, None] >= 0) & (units[:, None, :] >= 0)
+    codes = toks[:, :, None] * len(b.names) + units[:, None, :]
+    unique, inverse = np.unique(codes[valid], return_inverse=True)
+    sims = process.cpdist(a.names[unique // len(b.names)], b.glued[unique % len(b.names)],
+                          scorer=Levenshtein.normalized_similarity, dtype=np.float32)
+    full = np.full(codes.shape, -1.0, dtype=np.float32)
+    full[valid] = np.asarray(sims)[inverse.ravel()]
+    best, pick = full.max(axis=2), full.argmax(axis=2)
+    present = toks >= 0
+    score = np.where(present, np.maximum(best, 0), 0).sum(axis=1) / np.maximum(
+        present.sum(axis=1), 1)
+    return score, best, np.take_along_axis(units, pick, axis=1)
+
+
+def note(tokens: np.ndarray, best: np.ndarray, match: np.ndarray, a: Tokenized,
+         b: Tokenized) -> str:
+    """The close non-identical matches of one pair ("gabanna~gabbana")."""
+    return ", ".join(f"{a.names[t]}~{b.names[m]}" for t, s, m in zip(tokens, best, match,
+                                                                      strict=True)
+                     if t >= 0 and s >= NOTE_SIMILARITY and a.names[t] != b.names[m])
+
+
+def top_by_cosine(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of each row's `m` largest entries (ties by column)."""
+    sims.sort_indices()
+    rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
+    order = np.lexsort((sims.indices, -sims.data, rows))
+    rank = np.arange(len(order)) - sims.indptr[rows[order]]
+    keep = order[rank < m]
+    return rows[keep], sims.indices[keep], sims.data[keep]
 
 
 def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
                   floor: float) -> pd.DataFrame:
-    """Per query of `batch` (query_key, query), the top 3k candidates by 3-gram cosine, scored
-    (cosine + coverage) / 2 with the better coverage of the two directions (the candidate
-    covering the query, or the query covering a shorter candidate: "hugo bos sunglasses" ->
-    "hugo boss"), and the best k at or above `floor`; never the query itself."""
-    rows: list[tuple[str, str, float, str]] = []
+    """Per query of `batch` (query_key, query), the top 3k+1 candidates by 3-gram cosine
+    (never the query itself), scored by the better coverage of the two directions (the
+    candidate's tokens covering the query's, or the query's covering a shorter candidate's:
+    "hugo bos sunglasses" -> "hugo boss"); the best k at or above `floor`, ties by cosine."""
     if batch.empty:
-        return pd.DataFrame(rows, columns=SCHEMA_COLUMNS)
+        return pd.DataFrame([], columns=SCHEMA_COLUMNS)
     texts = batch["query"].astype(str).tolist()
-    sims = (index.vectorizer.transform(texts) @ index.matrix.T).tocsr()
     keys = batch["query_key"].to_numpy()
-    for r in range(sims.shape[0]):
-        start, end = sims.indptr[r], sims.indptr[r + 1]
-        cols, vals = sims.indices[start:end], sims.data[start:end]
-        scored = []
-        for c in cols[np.argsort(-vals, kind="stable")[:3 * k + 1]]:
-            if index.keys[c] == keys[r]:
-                continue
-            candidate = str(index.queries[c])
-            forward, note = coverage(texts[r], candidate)
-            backward, back_note = coverage(candidate, texts[r])
-            cover, note = (forward, note) if forward >= backward else (backward, back_note)
-            score = (float(sims[r, c]) + cover) / 2
-            if score >= floor:
-                scored.append((keys[r], index.keys[c], score, note))
-        rows += sorted(scored, key=lambda row: -row[2])[:k]
-    return pd.DataFrame(rows, columns=SCHEMA_COLUMNS)
+    mine = tokenize(texts)
+    rows, cols, cosine = top_by_cosine(
+        (index.vectorizer.transform(texts) @ index.matrix.T).tocsr(), 3 * k + 1)
+    distinct = index.keys[cols] != keys[rows]
+    rows, cols, cosine = rows[distinct], cols[distinct], cosine[distinct]
+    theirs = index.tokenized
+    parts = []
+    for s in range(0, len(rows), CHUNK_PAIRS):
+        r, c = rows[s:s + CHUNK_PAIRS], cols[s:s + CHUNK_PAIRS]
+        forward, f_best, f_match = coverage(mine, r, theirs, c)
+        backward, b_best, b_match = coverage(theirs, c, mine, r)
+        ahead = forward >= backward
+        score = np.where(ahead, forward, backward)
+        kept = np.flatnonzero(score >= floor)
+        notes = [note(mine.tokens[r[i]], f_best[i], f_match[i], mine, theirs) if ahead[i]
+                 else note(theirs.tokens[c[i]], b_best[i], b_match[i], theirs, mine)
+                 for i in kept]
+        parts.append(pd.DataFrame({"row": r[kept], "col": c[kept], "score": score[kept],
+                                   "cosine": cosine[s:s + CHUNK_PAIRS][kept], "note": notes}))
+    if not parts:
+        return pd.DataFrame([], columns=SCHEMA_COLUMNS)
+    scored = pd.concat(parts).sort_values(["row", "score", "cosine", "col"],
+                                          ascending=[True, False, False, True])
+    best = scored.groupby("row", sort=False).head(k)
+    return pd.DataFrame({"query_key": keys[best["row"].to_numpy()],
+                         "rec_query_key": index.keys[best["col"].to_numpy()],
+                         "lexical_similarity": best["score"].to_numpy(dtype=np.float64),
+                         "lexical_note": best["note"].to_numpy()}, columns=SCHEMA_COLUMNS)
 
 
 def lexical_df(targets: DataFrame, index: LexicalIndex, k: int,

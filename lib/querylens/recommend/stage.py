@@ -66,12 +66,13 @@ def recommend_stage(run: Run) -> None:
     embeddings = run_embeddings(run)
     facts: dict[str, Any] = {"notes": [], "strategy": cfg.strategy}
     run.facts["recommend"] = facts
-    frame = query_frame(run, facts)
-    predicted_fail = F.coalesce(F.col("p_success") < cfg.predicted_fail_below, F.lit(False))
+    frame = query_frame(run, facts).cache()
+    predicted_fail = F.col("success").isNull() & F.coalesce(
+        F.col("p_success") < cfg.predicted_fail_below, F.lit(False))
     failing = frame.where((F.col("success") == F.lit(False)) | predicted_fail)
     min_support = max(cfg.min_support, run.config.success.min_support)
     recommendable = frame.where(
-        (F.col("success") == F.lit(True)) & (F.col("support") >= min_support) & ~predicted_fail)
+        (F.col("success") == F.lit(True)) & (F.col("support") >= min_support))
     candidates = candidate_frame(run, recommendable)
     index = build_index(centroids(embeddings, frame), cluster_rates(run),
                         to_pandas(recommendable.join(embeddings, "query_key")), cfg)
@@ -90,6 +91,7 @@ def recommend_stage(run: Run) -> None:
         run.write("recommendations", run.spark.createDataFrame([], TABLES["recommendations"].ddl()))
         run.write_metrics([("recommendations", "all", "failing_queries",
                             float(failing.count()))])
+        frame.unpersist()
         return
     searches = read_searches(run, facts)
     rows: list[Row] = []
@@ -128,11 +130,12 @@ def recommend_stage(run: Run) -> None:
         facts["notes"] += notes
     if cases is not None and train_pairs is not None:
         rows += holdout_rows(run, frame, cases, candidates, sources,
-                             pair_source(train_pairs, cfg), cfg)
+                             pair_source(train_pairs, cfg).cache(), cfg)
         cases.unpersist()
     elif searches is not None:
         facts["notes"].append("recommend.holdout_share is 0: held-out evaluation skipped")
     sources.release()
+    frame.unpersist()
     run.write_metrics(rows)
 
 
@@ -231,10 +234,12 @@ def holdout_rows(run: Run, frame: DataFrame, cases: DataFrame, candidates: DataF
                  sources: Sources, train_pairs: DataFrame, cfg: RecommendConfig) -> list[Row]:
     """hit@1/hit@5/MRR (and the demo truth metrics) of the blend, the seed rule and each
     source alone, for suggestions built without the held-out sessions."""
-    targets = frame.join(cases.select("query_key").distinct(), "query_key")
+    targets = frame.join(cases.select("query_key").distinct(), "query_key").cache()
     pool = {"semantic": sources.semantic, "lexical": sources.lexical,
             "reformulation": train_pairs}
     truth = demo_truth(run)
+    if truth is not None:
+        truth = truth.cache()
     rows: list[Row] = []
     for strategy in ("blend", "nearest_cluster", "reformulation", "lexical"):
         model = f"recommend_{strategy}"
@@ -243,6 +248,9 @@ def holdout_rows(run: Run, frame: DataFrame, cases: DataFrame, candidates: DataF
         if truth is not None:
             rows += holdout.truth_metrics(suggestions, targets, truth, model)
         suggestions.unpersist()
+    for df in (targets, train_pairs, truth):
+        if df is not None:
+            df.unpersist()
     return rows
 
 
