@@ -12,7 +12,7 @@ from tests.helpers import make_config
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["generate.n_events=4000", "generate.n_queries=600", "cluster.n_clusters=6",
-         "cluster.n_components=5"]
+         "cluster.n_components=5", "cluster.sweep=false", "cluster.stability_seeds=[]"]
 
 
 @pytest.fixture(scope="module")
