@@ -38,7 +38,7 @@ run: demo-logs
 	$(PY) jobs/pipeline.py --conf $(CONF)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests jobs bench

@@ -44,6 +44,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans, kmeans_plusplus
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
 
+from docs_section import write_section
 from querylens.cluster.backends import fit_kmeans_sklearn, fit_projection_sklearn
 from querylens.cluster.select import choose, choose_components, components_of
 from querylens.cluster.sweep import clusters_grid, components_grid, run_sweep
@@ -278,15 +279,11 @@ def main() -> None:
     print(autos)
     print(json.dumps(rows))
     if args.write:
-        path = ROOT / "docs" / "BENCHMARKS.md"
-        text = path.read_text()
-        for (begin, end), body in [(MARKERS, table), (AUTO_MARKERS, autos)]:
-            block = f"{begin}\n{body}{end}"
-            if begin in text:
-                text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-            else:
-                text += f"\n{block}\n"
-        path.write_text(text)
+        for (begin, end), body, heading in [
+                (MARKERS, table, "## Cluster quality against human classes (issue #14)"),
+                (AUTO_MARKERS, autos, "### `auto` n_components and n_clusters (issue #14)")]:
+            write_section(ROOT / "docs" / "BENCHMARKS.md", f"{begin}\n{body}{end}", begin, end,
+                          heading)
 
 
 if __name__ == "__main__":

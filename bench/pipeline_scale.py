@@ -5,6 +5,7 @@ per table, from the run's own `runs` row.
 
     .venv/bin/python bench/pipeline_scale.py --events 200000 2000000 [--queries-per-event 0.06]
         [--data-dir /tmp/ql_pipeline] [--out bench/results/pipeline_scale.json] [--plot FILE]
+        [--write]
 
 Each size gets its own warehouse under --data-dir. `generate.n_queries` (the demo vocabulary)
 is `--queries-per-event` x events unless --fixed-queries is given, so distinct queries grow with
@@ -24,9 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- pipeline-scale:begin -->", "<!-- pipeline-scale:end -->"
+STAGES = ["ingest", "embed", "cluster", "success", "recommend", "report"]
 
 
 def tree_rss(root: int) -> int:
@@ -142,6 +148,44 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def growth(results: list[dict[str, Any]], stage: str) -> list[str]:
+    """Per step between sizes: the exponent b of time ~ distinct_queries^b for `stage`."""
+    out = []
+    for a, b in zip(results, results[1:], strict=False):
+        ta, tb = a["stage_s"].get(stage), b["stage_s"].get(stage)
+        qa, qb = a["distinct_queries"], b["distinct_queries"]
+        out.append(f"{np.log(tb / ta) / np.log(qb / qa):.2f}" if ta and tb and qa and qb
+                   and qb != qa else "")
+    return out
+
+
+def markdown(results: list[dict[str, Any]], command: str) -> str:
+    """Per size: seconds per stage, peak memory and rows per table; then growth exponents."""
+    tables = sorted({t for r in results for t in r["rows"]})
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores. Command: `{command}`", "",
+             "| events | distinct queries | generate s | " + " | ".join(f"{s} s" for s in STAGES)
+             + " | pipeline job s | peak GB (generate / pipeline) | load |",
+             "| " + " | ".join(["---:"] * (len(STAGES) + 6)) + " |"]
+    for r in results:
+        cells = [f"{r['events']:,}", f"{r['distinct_queries'] or 0:,}", r["generate_s"],
+                 *[r["stage_s"].get(s, "") for s in STAGES], r["pipeline_s"],
+                 f"{r['peak_gb']['generate']} / {r['peak_gb']['pipeline']}", r["load_1min"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "| events | " + " | ".join(tables) + " |",
+              "| " + " | ".join(["---:"] * (len(tables) + 1)) + " |"]
+    for r in results:
+        lines.append(f"| {r['events']:,} | "
+                     + " | ".join(f"{r['rows'].get(t, 0):,}" for t in tables) + " |")
+    if len(results) > 1:
+        steps = [f"{a['events']:,} -> {b['events']:,}" for a, b in zip(results, results[1:],
+                                                                       strict=False)]
+        lines += ["", "Growth exponent b of stage time ~ distinct queries^b (1 = linear):", "",
+                  "| stage | " + " | ".join(steps) + " |",
+                  "| --- | " + " | ".join(["---:"] * len(steps)) + " |"]
+        lines += [f"| {s} | " + " | ".join(growth(results, s)) + " |" for s in STAGES]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[200_000, 2_000_000])
@@ -151,7 +195,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/tmp/ql_pipeline")
     parser.add_argument("--out", default="bench/results/pipeline_scale.json")
     parser.add_argument("--plot", default="docs/img/pipeline_scale.png")
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = parser.parse_args()
+    command = " ".join([".venv/bin/python", "bench/pipeline_scale.py", *sys.argv[1:]])
     results = []
     for events in args.events:
         n_queries = args.fixed_queries or max(1000, int(events * args.queries_per_event))
@@ -164,6 +210,10 @@ def main() -> None:
         out.write_text(json.dumps({"machine": f"{platform.node()} {os.cpu_count()} cpus",
                                    "results": results}, indent=1))
         plot(results, REPO / args.plot)
+        if args.write:
+            write_section(REPO / "docs" / "BENCHMARKS.md",
+                          f"{BEGIN}\n{markdown(results, command)}{END}", BEGIN, END,
+                          "### The whole pipeline's cost curve (issue #18)")
 
 
 if __name__ == "__main__":

@@ -20,20 +20,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per module, and one for all the modules that read `demo_run` (so it is
-    built once); groups with `slow` tests first, so that with `make test` (`--dist loadgroup
-    --no-loadscope-reorder`) the longest start at once and the short ones fill in around them."""
-    demo = {item.path for item in items if "demo_run" in getattr(item, "fixturenames", ())}
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("demo_run" if item.path in demo
-                                                else item.path.stem))
-    items.sort(key=lambda item: (item.path not in slow and item.path not in demo,
-                                 item.path not in demo))
-
-
 @pytest.fixture(scope="session")
 def spark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("spark")
