@@ -173,8 +173,7 @@ def report(args: argparse.Namespace, seconds: dict[str, list[float]],
         f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_backends.py --n {args.n} "
         f"--reps {args.reps} --write`",
         "",
-        f"{args.n:,} distinct fashion queries (the issue asks 50k; 10k here because the 2 cores "
-        f"are shared by several engineers), bundled MiniLM (384-d), querylens' UDF on "
+        f"{args.n:,} distinct fashion queries, bundled MiniLM (384-d), querylens' UDF on "
         f"`local[{args.cores}]`, 1 thread per task, batch size {args.batch_size}, warm "
         f"workers, {args.reps} timed run(s) per backend (each collects the vectors), "
         f"alternating in one Spark session. "
