@@ -5,7 +5,7 @@ per table, from the run's own `runs` row.
 
     .venv/bin/python bench/pipeline_scale.py --events 200000 2000000 [--queries-per-event 0.06]
         [--data-dir /tmp/ql_pipeline] [--out bench/results/pipeline_scale.json] [--plot FILE]
-        [--write]
+        [--write] [--resume]
 
 Each size gets its own warehouse under --data-dir. `generate.n_queries` (the demo vocabulary)
 is `--queries-per-event` x events unless --fixed-queries is given, so distinct queries grow with
@@ -196,16 +196,18 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/pipeline_scale.json")
     parser.add_argument("--plot", default="docs/img/pipeline_scale.png")
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the sizes already in --out and add the others")
     args = parser.parse_args()
     command = " ".join([".venv/bin/python", "bench/pipeline_scale.py", *sys.argv[1:]])
-    results = []
-    for events in args.events:
+    out = REPO / args.out
+    results = json.loads(out.read_text())["results"] if args.resume and out.exists() else []
+    for events in sorted(set(args.events) - {r["events"] for r in results}):
         n_queries = args.fixed_queries or max(1000, int(events * args.queries_per_event))
         result = measure(events, n_queries, Path(args.data_dir), args.conf)
         result["load_1min"] = round(os.getloadavg()[0], 1)
         print(json.dumps(result), flush=True)
-        results.append(result)
-        out = REPO / args.out
+        results = sorted([*results, result], key=lambda r: r["events"])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"machine": f"{platform.node()} {os.cpu_count()} cpus",
                                    "results": results}, indent=1))
