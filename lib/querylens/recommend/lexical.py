@@ -47,6 +47,7 @@ class LexicalIndex:
 
 
 def padded(rows: list[list[int]]) -> np.ndarray:
+    """`rows` as one int matrix, padded with -1."""
     width = max((len(r) for r in rows), default=0)
     out = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
     for i, row in enumerate(rows):
