@@ -14,6 +14,7 @@ from querylens.recommend.lexical import (
     lexical_batch,
     token_similarity,
     tokenize,
+    unknown_words,
 )
 from querylens.recommend.reformulations import (
     held_out,
@@ -112,6 +113,41 @@ def test_lexical_candidates_find_planted_misspellings() -> None:
     assert found == PLANTED
     notes = dict(zip(best.index, best["lexical_note"], strict=True))
     assert "gabanna~gabbana" in notes["m0"] and "newbalance~new balance" in notes["m3"]
+
+
+CORRECTION_POOL = ["gucci belt", "nike sneakers", "puma sneakers", "adidas sneakers",
+                   "new balance trainers", "ray-ban aviator", "levis jeans"]
+
+
+def lexical_of(queries: list[str], pool: list[str], floor: float) -> dict[str, list]:
+    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
+    assert index is not None
+    batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(queries))], "query": queries})
+    got = lexical_batch(batch, index, k=3, floor=floor)
+    return {queries[int(key[1:])]: [(pool[int(r[1:])], round(s, 4), n) for r, s, n in zip(
+        rows["rec_query_key"], rows["lexical_similarity"], rows["lexical_note"], strict=True)]
+            for key, rows in got.groupby("query_key")}
+
+
+def test_unknown_words_are_long_words_no_candidate_holds() -> None:
+    pool = build_lexical_index(pd.Series(["k0", "k1"]), pd.Series(CORRECTION_POOL[:2]))
+    assert pool is not None
+    mine = tokenize(["guci sneakers", "nike tan belts"])
+    unknown = unknown_words(mine, pool)
+    flagged = {str(w) for w, u in zip(mine.names, unknown[:-1], strict=True) if u}
+    assert flagged == {"guci", "belts"} and not unknown[-1]
+
+
+def test_a_corrected_brand_is_found_beside_another_category_word() -> None:
+    # coverage of "guci sneakers" by "gucci belt": (0.8 + 1 - 5/8) / 2 = 0.5875, below 0.6;
+    # the correction guci -> gucci (1 edit of 5) scores 0.8 on its own
+    got = lexical_of(["guci sneakers", "raybans wallet", "nike sneakers"], CORRECTION_POOL,
+                     floor=0.6)
+    assert got["guci sneakers"][0] == ("gucci belt", 0.8, "guci~gucci")
+    assert ("ray-ban aviator", pytest.approx(1 - 1 / 7, abs=1e-4), "raybans~ray ban") in \
+        got["raybans wallet"]
+    assert got["nike sneakers"] and all(
+        "gucci" not in rec and note == "" for rec, _, note in got["nike sneakers"])
 
 
 def blend_inputs(spark: SparkSession) -> tuple:

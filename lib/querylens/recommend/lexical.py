@@ -1,5 +1,6 @@
 """Lexical candidates: spelling variants and near duplicates among the recommendable queries,
-retrieved by character 3-gram TF-IDF cosine and scored by token edit distance (rapidfuzz)."""
+retrieved by character 3-gram TF-IDF cosine and by spelling corrections of unknown words, and
+scored by token edit distance (rapidfuzz)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ SCHEMA = "query_key string, rec_query_key string, lexical_similarity double, lex
 SCHEMA_COLUMNS = [part.strip().split(" ")[0] for part in SCHEMA.split(",")]
 TOKEN = re.compile(r"[^\W_]+")
 NOTE_SIMILARITY = 0.6
+CORRECTION_SIMILARITY = 0.75
+CORRECTION_MIN_LENGTH = 4
+CORRECTIONS_PER_WORD = 10
 CHUNK_PAIRS = 20_000
 
 
@@ -37,13 +41,18 @@ class Tokenized:
 
 @dataclass
 class LexicalIndex:
-    """Candidate queries as L2-normalised character 3-gram TF-IDF rows, and their tokens."""
+    """Candidate queries as L2-normalised character 3-gram TF-IDF rows and their tokens; the
+    tokens' units (words and glued pairs) as 3-gram rows too, with which candidates hold each
+    (`holders`: units x candidates), to find the corrections of a misspelt word."""
 
     vectorizer: TfidfVectorizer
     matrix: sparse.csr_matrix
     keys: np.ndarray
     queries: np.ndarray
     tokenized: Tokenized
+    unit_matrix: sparse.csr_matrix
+    holders: sparse.csr_matrix
+    words: frozenset[str]
 
 
 def padded(rows: list[list[int]]) -> np.ndarray:
@@ -80,7 +89,14 @@ def build_lexical_index(keys: pd.Series, queries: pd.Series) -> LexicalIndex | N
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 3), sublinear_tf=True,
                                  dtype=np.float32)
     matrix = vectorizer.fit_transform(texts).tocsr()
-    return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy(), tokenize(texts))
+    tokenized = tokenize(texts)
+    units = tokenized.units
+    rows, cols = np.nonzero(units >= 0)
+    holders = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (units[rows, cols], rows)),
+                                shape=(len(tokenized.names), len(texts)))
+    words = frozenset(tokenized.names[np.unique(tokenized.tokens[tokenized.tokens >= 0])])
+    return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy(), tokenized,
+                        vectorizer.transform(tokenized.glued).tocsr(), holders, words)
 
 
 def token_similarity(a: str, b: str) -> float:
@@ -116,6 +132,54 @@ def note(tokens: np.ndarray, best: np.ndarray, match: np.ndarray, a: Tokenized,
                      if t >= 0 and s >= NOTE_SIMILARITY and a.names[t] != b.names[m])
 
 
+def unknown_words(mine: Tokenized, index: LexicalIndex) -> np.ndarray:
+    """Per word of `mine` (and a last False for the -1 pad): whether it has at least
+    `CORRECTION_MIN_LENGTH` characters and no candidate holds it, so it may be misspelt."""
+    return np.array([len(w) >= CORRECTION_MIN_LENGTH and " " not in w and w not in index.words
+                     for w in mine.names.astype(str)] + [False])
+
+
+def corrections(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex) -> sparse.csr_matrix:
+    """Words x units of `index`: the similarity of each `unknown` word to the units at least
+    `CORRECTION_SIMILARITY` like it ("guci" -> "gucci" 0.8, "newbalance" -> "new balance" 1.0),
+    among its `CORRECTIONS_PER_WORD` nearest units by 3-gram cosine."""
+    shape = (len(mine.names), len(index.tokenized.names))
+    words = np.flatnonzero(unknown[:-1])
+    if len(words) == 0:
+        return sparse.csr_matrix(shape, dtype=np.float32)
+    names = mine.names[words].astype(str)
+    at, units, _ = top_by_cosine((index.vectorizer.transform(names) @ index.unit_matrix.T).tocsr(),
+                                 CORRECTIONS_PER_WORD)
+    sims = np.asarray(process.cpdist(names[at], index.tokenized.glued[units],
+                                     scorer=Levenshtein.normalized_similarity, dtype=np.float32))
+    keep = sims >= CORRECTION_SIMILARITY
+    return sparse.csr_matrix((sims[keep], (words[at][keep], units[keep])), shape=shape)
+
+
+def correction_candidates(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex,
+                          cosine: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of each text's `m` candidates nearest by `cosine` among those that
+    hold a correction of one of its `unknown` words."""
+    fixes = corrections(mine, unknown, index)
+    if fixes.nnz == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    rows, cols = np.nonzero(mine.tokens >= 0)
+    words = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32),
+                               (rows, mine.tokens[rows, cols])),
+                              shape=(mine.tokens.shape[0], len(mine.names)))
+    holding = words @ (fixes > 0).astype(np.float32) @ index.holders
+    r, c, _ = top_by_cosine(cosine.multiply(holding > 0).tocsr(), m)
+    return r, c
+
+
+def correction_score(mine: Tokenized, unknown: np.ndarray, rows: np.ndarray,
+                     best: np.ndarray) -> np.ndarray:
+    """Per pair, the best similarity at which the candidate corrects an `unknown` word of the
+    query (0 where it corrects none); `best` is the forward coverage's per word."""
+    fixed = unknown[mine.tokens[rows]] & (best >= CORRECTION_SIMILARITY)
+    return np.where(fixed, best, 0.0).max(axis=1, initial=0.0)
+
+
 def top_by_cosine(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and values of each row's `m` largest entries (ties by column)."""
     sims.sort_indices()
@@ -128,24 +192,34 @@ def top_by_cosine(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarr
 
 def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
                   floor: float) -> pd.DataFrame:
-    """Per query of `batch` (query_key, query), the top 3k+1 candidates by 3-gram cosine
-    (never the query itself), scored by the better coverage of the two directions (the
-    candidate's tokens covering the query's, or the query's covering a shorter candidate's:
-    "hugo bos sunglasses" -> "hugo boss"); the best k at or above `floor`, ties by cosine."""
+    """Per query of `batch` (query_key, query), its top 3k+1 candidates by 3-gram cosine and
+    its top 3k+1 by cosine among those correcting a word no candidate holds (never the query
+    itself), scored by the best of: the candidate's tokens covering the query's, the query's
+    covering a shorter candidate's ("hugo bos sunglasses" -> "hugo boss"), and the correction's
+    own similarity ("guci sneakers" -> "gucci belt" 0.8); the best k at or above `floor`, ties
+    by cosine."""
     if batch.empty:
         return pd.DataFrame([], columns=SCHEMA_COLUMNS)
     texts = batch["query"].astype(str).tolist()
     keys = batch["query_key"].to_numpy()
     mine = tokenize(texts)
-    rows, cols, cosine = top_by_cosine(
-        (index.vectorizer.transform(texts) @ index.matrix.T).tocsr(), 3 * k + 1)
+    unknown = unknown_words(mine, index)
+    cosines = (index.vectorizer.transform(texts) @ index.matrix.T).tocsr()
+    near_rows, near_cols, _ = top_by_cosine(cosines, 3 * k + 1)
+    fix_rows, fix_cols = correction_candidates(mine, unknown, index, cosines, 3 * k + 1)
+    n = len(index.keys)
+    pairs = np.unique(np.concatenate([near_rows, fix_rows]) * n
+                      + np.concatenate([near_cols, fix_cols]))
+    rows, cols = pairs // n, pairs % n
     distinct = index.keys[cols] != keys[rows]
-    rows, cols, cosine = rows[distinct], cols[distinct], cosine[distinct]
+    rows, cols = rows[distinct], cols[distinct]
+    cosine = np.asarray(cosines[rows, cols]).ravel()
     theirs = index.tokenized
     parts = []
     for s in range(0, len(rows), CHUNK_PAIRS):
         r, c = rows[s:s + CHUNK_PAIRS], cols[s:s + CHUNK_PAIRS]
         forward, f_best, f_match = coverage(mine, r, theirs, c)
+        forward = np.maximum(forward, correction_score(mine, unknown, r, f_best))
         backward, b_best, b_match = coverage(theirs, c, mine, r)
         ahead = forward >= backward
         score = np.where(ahead, forward, backward)
