@@ -115,22 +115,24 @@ def test_lexical_candidates_find_planted_misspellings() -> None:
     assert "gabanna~gabbana" in notes["m0"] and "newbalance~new balance" in notes["m3"]
 
 
-CORRECTION_POOL = ["gucci belt", "nike sneakers", "puma sneakers", "adidas sneakers",
-                   "new balance trainers", "ray-ban aviator", "levis jeans"]
+SNEAKERS = [f"{brand} sneakers" for brand in ("nike", "puma", "adidas", "vans", "asics", "veja")]
+CORRECTION_POOL = ["gucci belt", "nike belt", "ray-ban aviator", *SNEAKERS, *[
+    f"{brand} {item}" for brand in ("levis", "zara", "mango", "boss", "lee")
+    for item in ("jeans", "coat", "hat", "scarf", "shirt")]]
 
 
-def lexical_of(queries: list[str], pool: list[str], floor: float) -> dict[str, list]:
+def lexical_of(queries: list[str], pool: list[str], k: int, floor: float) -> dict[str, list]:
     index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
     assert index is not None
     batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(queries))], "query": queries})
-    got = lexical_batch(batch, index, k=3, floor=floor)
+    got = lexical_batch(batch, index, k=k, floor=floor)
     return {queries[int(key[1:])]: [(pool[int(r[1:])], round(s, 4), n) for r, s, n in zip(
         rows["rec_query_key"], rows["lexical_similarity"], rows["lexical_note"], strict=True)]
             for key, rows in got.groupby("query_key")}
 
 
 def test_unknown_words_are_long_words_no_candidate_holds() -> None:
-    pool = build_lexical_index(pd.Series(["k0", "k1"]), pd.Series(CORRECTION_POOL[:2]))
+    pool = build_lexical_index(pd.Series(["k0", "k1"]), pd.Series(["gucci belt", "nike sneakers"]))
     assert pool is not None
     mine = tokenize(["guci sneakers", "nike tan belts"])
     unknown = unknown_words(mine, pool)
@@ -139,15 +141,17 @@ def test_unknown_words_are_long_words_no_candidate_holds() -> None:
 
 
 def test_a_corrected_brand_is_found_beside_another_category_word() -> None:
-    # coverage of "guci sneakers" by "gucci belt": (0.8 + 1 - 5/8) / 2 = 0.5875, below 0.6;
-    # the correction guci -> gucci (1 edit of 5) scores 0.8 on its own
-    got = lexical_of(["guci sneakers", "raybans wallet", "nike sneakers"], CORRECTION_POOL,
+    # the six "<brand> sneakers" are nearer by cosine to "guci sneakers" than "gucci belt" and
+    # fill its 3k+1 = 4 nearest, so "gucci belt" comes only through the correction guci -> gucci
+    # (1 edit of 5): its coverage (0.8 + 1 - 5/8) / 2 = 0.5875 is under the floor, the
+    # correction scores 0.8, above any "<brand> sneakers" ((0.25 + 1) / 2 at best)
+    got = lexical_of(["guci sneakers", "raybans wallet", "nike belts"], CORRECTION_POOL, k=1,
                      floor=0.6)
-    assert got["guci sneakers"][0] == ("gucci belt", 0.8, "guci~gucci")
-    assert ("ray-ban aviator", pytest.approx(1 - 1 / 7, abs=1e-4), "raybans~ray ban") in \
-        got["raybans wallet"]
-    assert got["nike sneakers"] and all(
-        "gucci" not in rec and note == "" for rec, _, note in got["nike sneakers"])
+    assert got["guci sneakers"] == [("gucci belt", 0.8, "guci~gucci")]
+    assert got["raybans wallet"] == [
+        ("ray-ban aviator", pytest.approx(1 - 1 / 7, abs=1e-4), "raybans~ray ban")]
+    # a candidate covering the whole query better still comes first: (1 + 0.8) / 2 vs 0.8
+    assert got["nike belts"] == [("nike belt", 0.9, "belts~belt")]
 
 
 def blend_inputs(spark: SparkSession) -> tuple:

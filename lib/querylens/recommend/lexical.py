@@ -156,11 +156,10 @@ def corrections(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex) -> sp
     return sparse.csr_matrix((sims[keep], (words[at][keep], units[keep])), shape=shape)
 
 
-def correction_candidates(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex,
+def correction_candidates(mine: Tokenized, fixes: sparse.csr_matrix, index: LexicalIndex,
                           cosine: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of each text's `m` candidates nearest by `cosine` among those that
-    hold a correction of one of its `unknown` words."""
-    fixes = corrections(mine, unknown, index)
+    hold one of the corrections `fixes` of its words."""
     if fixes.nnz == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     rows, cols = np.nonzero(mine.tokens >= 0)
@@ -206,13 +205,16 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
     unknown = unknown_words(mine, index)
     cosines = (index.vectorizer.transform(texts) @ index.matrix.T).tocsr()
     near_rows, near_cols, _ = top_by_cosine(cosines, 3 * k + 1)
-    fix_rows, fix_cols = correction_candidates(mine, unknown, index, cosines, 3 * k + 1)
+    fix_rows, fix_cols = correction_candidates(mine, corrections(mine, unknown, index), index,
+                                               cosines, 3 * k + 1)
     n = len(index.keys)
     pairs = np.unique(np.concatenate([near_rows, fix_rows]) * n
                       + np.concatenate([near_cols, fix_cols]))
     rows, cols = pairs // n, pairs % n
     distinct = index.keys[cols] != keys[rows]
     rows, cols = rows[distinct], cols[distinct]
+    if len(rows) == 0:
+        return pd.DataFrame([], columns=SCHEMA_COLUMNS)
     cosine = np.asarray(cosines[rows, cols]).ravel()
     theirs = index.tokenized
     parts = []
