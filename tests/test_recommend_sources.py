@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from scipy import sparse
 
 from querylens.recommend.blend import Weights, blend
 from querylens.recommend.evaluate import evaluation_cases, ranking_metrics
@@ -14,6 +15,7 @@ from querylens.recommend.lexical import (
     lexical_batch,
     token_similarity,
     tokenize,
+    top_by_cosine,
     unknown_words,
 )
 from querylens.recommend.reformulations import (
@@ -86,6 +88,23 @@ def test_coverage_against_a_hand_computation() -> None:
     assert best[0].tolist() == pytest.approx([1.0, 0.75, 0.25])
     assert [b.names[m] for m in match[0][:2]] == ["hugo", "boss"]
     assert b.names[match[1][0]] == "new balance"
+
+
+@pytest.mark.parametrize("block_cells", [1, 7, 1 << 24])
+def test_top_by_cosine_against_a_per_row_sort(monkeypatch: pytest.MonkeyPatch,
+                                              block_cells: int) -> None:
+    monkeypatch.setattr("querylens.recommend.lexical.TOP_BLOCK_CELLS", block_cells)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n, d, m = int(rng.integers(1, 20)), int(rng.integers(1, 30)), int(rng.integers(1, 8))
+        sims = sparse.random(n, d, density=float(rng.uniform(0, 0.9)), dtype=np.float32,
+                             format="csr", random_state=int(rng.integers(1 << 30)))
+        sims.data = np.round(sims.data, 1) + np.float32(0.1)  # many ties
+        dense = sims.toarray()
+        expected = [(i, j, float(dense[i, j])) for i in range(n) for _, j in sorted(
+            (-dense[i, j], j) for j in range(d) if dense[i, j] > 0)[:m]]
+        rows, cols, values = top_by_cosine(sims, m)
+        assert list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)) == expected
 
 
 PLANTED = {

@@ -26,6 +26,7 @@ CORRECTION_SIMILARITY = 0.75
 CORRECTION_MIN_LENGTH = 4
 CORRECTIONS_PER_WORD = 10
 CHUNK_PAIRS = 20_000
+TOP_BLOCK_CELLS = 1 << 24
 
 
 @dataclass
@@ -157,18 +158,18 @@ def corrections(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex) -> sp
 
 
 def correction_candidates(mine: Tokenized, fixes: sparse.csr_matrix, index: LexicalIndex,
-                          cosine: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of each text's `m` candidates nearest by `cosine` among those that
-    hold one of the corrections `fixes` of its words."""
+                          cosine: sparse.csr_matrix,
+                          m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and cosines of each text's `m` candidates nearest by `cosine` among those
+    that hold one of the corrections `fixes` of its words."""
     if fixes.nnz == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     rows, cols = np.nonzero(mine.tokens >= 0)
     words = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32),
                                (rows, mine.tokens[rows, cols])),
                               shape=(mine.tokens.shape[0], len(mine.names)))
     holding = words @ (fixes > 0).astype(np.float32) @ index.holders
-    r, c, _ = top_by_cosine(cosine.multiply(holding > 0).tocsr(), m)
-    return r, c
+    return top_by_cosine(cosine.multiply(holding > 0).tocsr(), m)
 
 
 def correction_score(mine: Tokenized, unknown: np.ndarray, rows: np.ndarray,
@@ -180,13 +181,25 @@ def correction_score(mine: Tokenized, unknown: np.ndarray, rows: np.ndarray,
 
 
 def top_by_cosine(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and values of each row's `m` largest entries (ties by column)."""
-    sims.sort_indices()
-    rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
-    order = np.lexsort((sims.indices, -sims.data, rows))
-    rank = np.arange(len(order)) - sims.indptr[rows[order]]
-    keep = order[rank < m]
-    return rows[keep], sims.indices[keep], sims.data[keep]
+    """Rows, columns and values of each row's `m` largest positive entries (ties by column),
+    selected on dense blocks of about `TOP_BLOCK_CELLS` cells by a partition per row."""
+    n_rows, n_cols = sims.shape
+    step = max(1, TOP_BLOCK_CELLS // max(n_cols, 1))
+    found = []
+    for start in range(0, n_rows, step):
+        dense = sims[start:start + step].toarray()
+        kth = (-np.partition(-dense, m - 1, axis=1)[:, m - 1:m] if n_cols > m
+               else np.zeros((len(dense), 1), dense.dtype))
+        rows, cols = np.nonzero((dense >= kth) & (dense > 0))
+        values = dense[rows, cols]
+        order = np.lexsort((cols, -values, rows))
+        rows, cols, values = rows[order], cols[order], values[order]
+        keep = np.arange(len(rows)) - np.searchsorted(rows, rows) < m
+        found.append((rows[keep] + start, cols[keep], values[keep]))
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    rows, cols, values = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return rows, cols, values
 
 
 def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
@@ -204,33 +217,31 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
     mine = tokenize(texts)
     unknown = unknown_words(mine, index)
     cosines = (index.vectorizer.transform(texts) @ index.matrix.T).tocsr()
-    near_rows, near_cols, _ = top_by_cosine(cosines, 3 * k + 1)
-    fix_rows, fix_cols = correction_candidates(mine, corrections(mine, unknown, index), index,
-                                               cosines, 3 * k + 1)
+    found = [top_by_cosine(cosines, 3 * k + 1), correction_candidates(
+        mine, corrections(mine, unknown, index), index, cosines, 3 * k + 1)]
     n = len(index.keys)
-    pairs = np.unique(np.concatenate([near_rows, fix_rows]) * n
-                      + np.concatenate([near_cols, fix_cols]))
+    pairs, first = np.unique(np.concatenate([r * n + c for r, c, _ in found]), return_index=True)
     rows, cols = pairs // n, pairs % n
+    cosine = np.concatenate([v for _, _, v in found])[first]
     distinct = index.keys[cols] != keys[rows]
-    rows, cols = rows[distinct], cols[distinct]
-    if len(rows) == 0:
-        return pd.DataFrame([], columns=SCHEMA_COLUMNS)
-    cosine = np.asarray(cosines[rows, cols]).ravel()
+    rows, cols, cosine = rows[distinct], cols[distinct], cosine[distinct]
     theirs = index.tokenized
     parts = []
     for s in range(0, len(rows), CHUNK_PAIRS):
-        r, c = rows[s:s + CHUNK_PAIRS], cols[s:s + CHUNK_PAIRS]
+        r, c, cos = rows[s:s + CHUNK_PAIRS], cols[s:s + CHUNK_PAIRS], cosine[s:s + CHUNK_PAIRS]
         forward, f_best, f_match = coverage(mine, r, theirs, c)
         forward = np.maximum(forward, correction_score(mine, unknown, r, f_best))
         backward, b_best, b_match = coverage(theirs, c, mine, r)
         ahead = forward >= backward
         score = np.where(ahead, forward, backward)
         kept = np.flatnonzero(score >= floor)
+        kept = kept[np.lexsort((c[kept], -cos[kept], -score[kept], r[kept]))]
+        kept = kept[np.arange(len(kept)) - np.searchsorted(r[kept], r[kept]) < k]
         notes = [note(mine.tokens[r[i]], f_best[i], f_match[i], mine, theirs) if ahead[i]
                  else note(theirs.tokens[c[i]], b_best[i], b_match[i], theirs, mine)
                  for i in kept]
         parts.append(pd.DataFrame({"row": r[kept], "col": c[kept], "score": score[kept],
-                                   "cosine": cosine[s:s + CHUNK_PAIRS][kept], "note": notes}))
+                                   "cosine": cos[kept], "note": notes}))
     if not parts:
         return pd.DataFrame([], columns=SCHEMA_COLUMNS)
     scored = pd.concat(parts).sort_values(["row", "score", "cosine", "col"],
