@@ -173,6 +173,19 @@ def test_a_corrected_brand_is_found_beside_another_category_word() -> None:
     assert got["nike belts"] == [("nike belt", 0.9, "belts~belt")]
 
 
+def test_a_query_s_lexical_candidates_do_not_depend_on_its_batch() -> None:
+    pool = CORRECTION_POOL + list(PLANTED.values()) + OTHERS
+    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
+    assert index is not None
+    queries = ["guci sneakers", "raybans wallet", "nike belts", *PLANTED, "levis jeans"]
+    batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(queries))], "query": queries})
+    whole = lexical_batch(batch, index, k=3, floor=0.5)
+    one_by_one = pd.concat([lexical_batch(batch.iloc[i:i + 1], index, k=3, floor=0.5)
+                            for i in range(len(batch))], ignore_index=True)
+    assert len(whole) > len(queries)
+    pd.testing.assert_frame_equal(whole.reset_index(drop=True), one_by_one)
+
+
 def blend_inputs(spark: SparkSession) -> tuple:
     targets = spark.createDataFrame([
         ("q1", "levis jeans", 0, False, False, 0.2),

@@ -27,6 +27,7 @@ CORRECTION_MIN_LENGTH = 4
 CORRECTIONS_PER_WORD = 10
 CHUNK_PAIRS = 20_000
 TOP_BLOCK_CELLS = 1 << 24
+BATCH_CELLS = 1 << 26
 
 
 @dataclass
@@ -256,10 +257,14 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
 def lexical_df(targets: DataFrame, index: LexicalIndex, k: int,
                floor: float) -> tuple[DataFrame, Shared[LexicalIndex]]:
     """`lexical_batch` over a Spark DataFrame of (query_key, query) in `mapInPandas`, with the
-    index shipped once; the caller destroys the returned handle after the last action."""
+    index shipped once, on slices of each Arrow batch of at most `BATCH_CELLS` query x candidate
+    cells (a query's candidates do not depend on the other queries of its batch); the caller
+    destroys the returned handle after the last action."""
 
     def run(local: LexicalIndex, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        step = max(1, BATCH_CELLS // max(len(local.keys), 1))
         for batch in batches:
-            yield lexical_batch(batch, local, k, floor)
+            for start in range(0, len(batch), step):
+                yield lexical_batch(batch.iloc[start:start + step], local, k, floor)
 
     return map_batches_with(targets.select("query_key", "query"), index, run, SCHEMA)
