@@ -7,7 +7,8 @@ Runtime can give over torch is bounded by how far torch's single thread is from 
 float32 GEMM peak. Measured in one process, one thread, alternating, medians of `--reps`: torch
 float32 and ONNX float32 queries/s on the same demo queries, the model's matmul FLOPs per query
 (from its config and the real token counts), and numpy's single-thread sgemm GFLOP/s at the
-model's own shapes (batch tokens x hidden @ hidden x intermediate).
+model's own shapes (batch tokens x hidden @ hidden x intermediate). FLOPs are counted on the real
+tokens; the encoders also compute the padding of each length-sorted batch (about 5% more here).
 """
 
 from __future__ import annotations

@@ -162,8 +162,8 @@ def test_unknown_words_are_long_words_no_candidate_holds() -> None:
 def test_a_corrected_brand_is_found_beside_another_category_word() -> None:
     # the six "<brand> sneakers" are nearer by cosine to "guci sneakers" than "gucci belt" and
     # fill its 3k+1 = 4 nearest, so "gucci belt" comes only through the correction guci -> gucci
-    # (1 edit of 5): its coverage (0.8 + 1 - 5/8) / 2 = 0.5875 is under the floor, the
-    # correction scores 0.8, above any "<brand> sneakers" ((0.25 + 1) / 2 at best)
+    # (1 edit of 5): its coverage (0.8 + 1 - 7/8) / 2 = 0.4625 is under the floor, the
+    # correction scores 0.8, above any "<brand> sneakers" (nike's backward (0.375 + 1) / 2 at best)
     got = lexical_of(["guci sneakers", "raybans wallet", "nike belts"], CORRECTION_POOL, k=1,
                      floor=0.6)
     assert got["guci sneakers"] == [("gucci belt", 0.8, "guci~gucci")]
