@@ -170,7 +170,10 @@ def correction_candidates(mine: Tokenized, fixes: sparse.csr_matrix, index: Lexi
                                (rows, mine.tokens[rows, cols])),
                               shape=(mine.tokens.shape[0], len(mine.names)))
     holding = words @ (fixes > 0).astype(np.float32) @ index.holders
-    return top_by_cosine(cosine.multiply(holding > 0).tocsr(), m)
+    allowed = cosine.multiply(holding > 0).tocsr()
+    live = np.flatnonzero(np.diff(allowed.indptr))
+    rows, cols, values = top_by_cosine(allowed[live], m)
+    return live[rows], cols, values
 
 
 def correction_score(mine: Tokenized, unknown: np.ndarray, rows: np.ndarray,
@@ -257,8 +260,9 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
 def lexical_df(targets: DataFrame, index: LexicalIndex, k: int,
                floor: float) -> tuple[DataFrame, Shared[LexicalIndex]]:
     """`lexical_batch` over a Spark DataFrame of (query_key, query) in `mapInPandas`, with the
-    index shipped once, on slices of each Arrow batch of at most `BATCH_CELLS` query x candidate
-    cells (a query's candidates do not depend on the other queries of its batch); the caller
+    index shipped once, on slices of each Arrow batch of about `BATCH_CELLS` query x candidate
+    cells (one query a slice beyond that many candidates; a query's candidates do not depend on
+    the other queries of its batch); the caller
     destroys the returned handle after the last action."""
 
     def run(local: LexicalIndex, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
