@@ -262,8 +262,8 @@ def lexical_df(targets: DataFrame, index: LexicalIndex, k: int,
     """`lexical_batch` over a Spark DataFrame of (query_key, query) in `mapInPandas`, with the
     index shipped once, on slices of each Arrow batch of about `BATCH_CELLS` query x candidate
     cells (one query a slice beyond that many candidates; a query's candidates do not depend on
-    the other queries of its batch); the caller
-    destroys the returned handle after the last action."""
+    the other queries of its batch); the caller destroys the returned handle after the last
+    action."""
 
     def run(local: LexicalIndex, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         step = max(1, BATCH_CELLS // max(len(local.keys), 1))
