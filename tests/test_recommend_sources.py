@@ -10,6 +10,7 @@ from scipy import sparse
 from querylens.recommend.blend import Weights, blend
 from querylens.recommend.evaluate import evaluation_cases, ranking_metrics
 from querylens.recommend.lexical import (
+    LexicalIndex,
     build_lexical_index,
     coverage,
     lexical_batch,
@@ -107,6 +108,13 @@ def test_top_by_cosine_against_a_per_row_sort(monkeypatch: pytest.MonkeyPatch,
         assert list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)) == expected
 
 
+def index_of(pool: list[str]) -> LexicalIndex:
+    """The lexical index of `pool`, keyed k0, k1, ... in pool order."""
+    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
+    assert index is not None
+    return index
+
+
 PLANTED = {
     "dolce gabanna": "dolce & gabbana dress",
     "addidas trainers": "adidas trainers",
@@ -120,8 +128,7 @@ OTHERS = ["balmain", "under armour jewellery", "g-star raw blue trainers", "prad
 
 def test_lexical_candidates_find_planted_misspellings() -> None:
     pool = list(PLANTED.values()) + OTHERS
-    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
-    assert index is not None
+    index = index_of(pool)
     batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(PLANTED))],
                           "query": list(PLANTED)})
     got = lexical_batch(batch, index, k=5, floor=0.5)
@@ -141,18 +148,15 @@ CORRECTION_POOL = ["gucci belt", "nike belt", "ray-ban aviator", *SNEAKERS, *[
 
 
 def lexical_of(queries: list[str], pool: list[str], k: int, floor: float) -> dict[str, list]:
-    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
-    assert index is not None
     batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(queries))], "query": queries})
-    got = lexical_batch(batch, index, k=k, floor=floor)
+    got = lexical_batch(batch, index_of(pool), k=k, floor=floor)
     return {queries[int(key[1:])]: [(pool[int(r[1:])], round(s, 4), n) for r, s, n in zip(
         rows["rec_query_key"], rows["lexical_similarity"], rows["lexical_note"], strict=True)]
             for key, rows in got.groupby("query_key")}
 
 
 def test_unknown_words_are_long_words_no_candidate_holds() -> None:
-    pool = build_lexical_index(pd.Series(["k0", "k1"]), pd.Series(["gucci belt", "nike sneakers"]))
-    assert pool is not None
+    pool = index_of(["gucci belt", "nike sneakers"])
     mine = tokenize(["guci sneakers", "nike tan belts"])
     unknown = unknown_words(mine, pool)
     flagged = {str(w) for w, u in zip(mine.names, unknown[:-1], strict=True) if u}
@@ -174,9 +178,7 @@ def test_a_corrected_brand_is_found_beside_another_category_word() -> None:
 
 
 def test_a_query_s_lexical_candidates_do_not_depend_on_its_batch() -> None:
-    pool = CORRECTION_POOL + list(PLANTED.values()) + OTHERS
-    index = build_lexical_index(pd.Series([f"k{i}" for i in range(len(pool))]), pd.Series(pool))
-    assert index is not None
+    index = index_of(CORRECTION_POOL + list(PLANTED.values()) + OTHERS)
     queries = ["guci sneakers", "raybans wallet", "nike belts", *PLANTED, "levis jeans"]
     batch = pd.DataFrame({"query_key": [f"m{i}" for i in range(len(queries))], "query": queries})
     whole = lexical_batch(batch, index, k=3, floor=0.5)

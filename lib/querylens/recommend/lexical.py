@@ -83,6 +83,13 @@ def tokenize(texts: Sequence[str]) -> Tokenized:
     return Tokenized(names, glued, padded(tokens), padded(units))
 
 
+def incidence(ids: np.ndarray, n_names: int) -> sparse.csr_matrix:
+    """Texts x names: 1 where a row of the padded id matrix `ids` (-1 pads) holds the name."""
+    rows, cols = np.nonzero(ids >= 0)
+    return sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, ids[rows, cols])),
+                             shape=(ids.shape[0], n_names))
+
+
 def build_lexical_index(keys: pd.Series, queries: pd.Series) -> LexicalIndex | None:
     """Fit the 3-gram vocabulary on the candidate queries; None without any candidate."""
     if len(queries) == 0:
@@ -92,10 +99,7 @@ def build_lexical_index(keys: pd.Series, queries: pd.Series) -> LexicalIndex | N
                                  dtype=np.float32)
     matrix = vectorizer.fit_transform(texts).tocsr()
     tokenized = tokenize(texts)
-    units = tokenized.units
-    rows, cols = np.nonzero(units >= 0)
-    holders = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (units[rows, cols], rows)),
-                                shape=(len(tokenized.names), len(texts)))
+    holders = incidence(tokenized.units, len(tokenized.names)).T.tocsr()
     words = frozenset(tokenized.names[np.unique(tokenized.tokens[tokenized.tokens >= 0])])
     return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy(), tokenized,
                         vectorizer.transform(tokenized.glued).tocsr(), holders, words)
@@ -165,11 +169,8 @@ def correction_candidates(mine: Tokenized, fixes: sparse.csr_matrix, index: Lexi
     that hold one of the corrections `fixes` of its words."""
     if fixes.nnz == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    rows, cols = np.nonzero(mine.tokens >= 0)
-    words = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32),
-                               (rows, mine.tokens[rows, cols])),
-                              shape=(mine.tokens.shape[0], len(mine.names)))
-    holding = words @ (fixes > 0).astype(np.float32) @ index.holders
+    holding = (incidence(mine.tokens, len(mine.names)) @ (fixes > 0).astype(np.float32)
+               @ index.holders)
     allowed = cosine.multiply(holding > 0).tocsr()
     live = np.flatnonzero(np.diff(allowed.indptr))
     rows, cols, values = top_by_cosine(allowed[live], m)
