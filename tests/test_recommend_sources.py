@@ -14,9 +14,10 @@ from querylens.recommend.lexical import (
     build_lexical_index,
     coverage,
     lexical_batch,
+    nearest,
     token_similarity,
     tokenize,
-    top_by_cosine,
+    top_entries,
     unknown_words,
 )
 from querylens.recommend.reformulations import (
@@ -91,21 +92,38 @@ def test_coverage_against_a_hand_computation() -> None:
     assert b.names[match[1][0]] == "new balance"
 
 
-@pytest.mark.parametrize("block_cells", [1, 7, 1 << 24])
-def test_top_by_cosine_against_a_per_row_sort(monkeypatch: pytest.MonkeyPatch,
-                                              block_cells: int) -> None:
-    monkeypatch.setattr("querylens.recommend.lexical.TOP_BLOCK_CELLS", block_cells)
+def random_ties(rng: np.random.Generator, n: int, d: int) -> sparse.csr_matrix:
+    sims = sparse.random(n, d, density=float(rng.uniform(0, 0.9)), dtype=np.float32,
+                         format="csr", random_state=int(rng.integers(1 << 30)))
+    sims.data = np.round(sims.data, 1) + np.float32(0.1)  # many ties
+    return sims
+
+
+def test_top_entries_against_a_per_row_sort() -> None:
     rng = np.random.default_rng(3)
     for _ in range(50):
         n, d, m = int(rng.integers(1, 20)), int(rng.integers(1, 30)), int(rng.integers(1, 8))
-        sims = sparse.random(n, d, density=float(rng.uniform(0, 0.9)), dtype=np.float32,
-                             format="csr", random_state=int(rng.integers(1 << 30)))
-        sims.data = np.round(sims.data, 1) + np.float32(0.1)  # many ties
+        sims = random_ties(rng, n, d)
         dense = sims.toarray()
         expected = [(i, j, float(dense[i, j])) for i in range(n) for _, j in sorted(
             (-dense[i, j], j) for j in range(d) if dense[i, j] > 0)[:m]]
-        rows, cols, values = top_by_cosine(sims, m)
+        rows, cols, values = top_entries(sims, m)
         assert list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)) == expected
+
+
+def test_nearest_keeps_each_rows_m_largest_products() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n, c, g, m = (int(rng.integers(1, 20)), int(rng.integers(1, 40)), int(rng.integers(1, 9)),
+                      int(rng.integers(1, 8)))
+        texts, grams = random_ties(rng, n, g), random_ties(rng, g, c)
+        dense = (texts.toarray().astype(np.float64) @ grams.toarray()).round(5)
+        rows, cols, values = nearest(texts, grams, m)
+        assert values.round(5).tolist() == pytest.approx(dense[rows, cols].tolist())
+        assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == len(rows)
+        for i in range(n):
+            top = sorted(dense[i][dense[i] > 0], reverse=True)[:m]
+            assert sorted(values[rows == i].round(5), reverse=True) == pytest.approx(top)
 
 
 def index_of(pool: list[str]) -> LexicalIndex:

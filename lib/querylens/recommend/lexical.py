@@ -1,6 +1,6 @@
 """Lexical candidates: spelling variants and near duplicates among the recommendable queries,
-retrieved by character 3-gram TF-IDF cosine and by spelling corrections of unknown words, and
-scored by token edit distance (rapidfuzz)."""
+retrieved by character 3-gram TF-IDF cosine (sparse_dot_topn) and by spelling corrections of
+unknown words, and scored by token edit distance (rapidfuzz)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sparse_dot_topn import sp_matmul_topn
 
 from querylens.runtime.workers import Shared, map_batches_with
 
@@ -26,7 +27,6 @@ CORRECTION_SIMILARITY = 0.75
 CORRECTION_MIN_LENGTH = 4
 CORRECTIONS_PER_WORD = 10
 CHUNK_PAIRS = 20_000
-TOP_BLOCK_CELLS = 1 << 24
 BATCH_CELLS = 1 << 26
 
 
@@ -43,16 +43,17 @@ class Tokenized:
 
 @dataclass
 class LexicalIndex:
-    """Candidate queries as L2-normalised character 3-gram TF-IDF rows and their tokens; the
-    tokens' units (words and glued pairs) as 3-gram rows too, with which candidates hold each
-    (`holders`: units x candidates), to find the corrections of a misspelt word."""
+    """Candidate queries as L2-normalised character 3-gram TF-IDF columns (`grams`: 3-grams x
+    candidates) and their tokens; the tokens' units (words and glued pairs) as 3-gram columns
+    too (`unit_grams`), with which candidates hold each (`holders`: units x candidates), to find
+    the corrections of a misspelt word."""
 
     vectorizer: TfidfVectorizer
-    matrix: sparse.csr_matrix
+    grams: sparse.csr_matrix
     keys: np.ndarray
     queries: np.ndarray
     tokenized: Tokenized
-    unit_matrix: sparse.csr_matrix
+    unit_grams: sparse.csr_matrix
     holders: sparse.csr_matrix
     words: frozenset[str]
 
@@ -97,12 +98,12 @@ def build_lexical_index(keys: pd.Series, queries: pd.Series) -> LexicalIndex | N
     texts = queries.astype(str).tolist()
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 3), sublinear_tf=True,
                                  dtype=np.float32)
-    matrix = vectorizer.fit_transform(texts).tocsr()
+    grams = vectorizer.fit_transform(texts).T.tocsr()
     tokenized = tokenize(texts)
     holders = incidence(tokenized.units, len(tokenized.names)).T.tocsr()
     words = frozenset(tokenized.names[np.unique(tokenized.tokens[tokenized.tokens >= 0])])
-    return LexicalIndex(vectorizer, matrix, keys.to_numpy(), queries.to_numpy(), tokenized,
-                        vectorizer.transform(tokenized.glued).tocsr(), holders, words)
+    return LexicalIndex(vectorizer, grams, keys.to_numpy(), queries.to_numpy(), tokenized,
+                        vectorizer.transform(tokenized.glued).T.tocsr(), holders, words)
 
 
 def token_similarity(a: str, b: str) -> float:
@@ -118,12 +119,13 @@ def coverage(a: Tokenized, rows_a: np.ndarray, b: Tokenized,
     toks, units = a.tokens[rows_a], b.units[rows_b]
     valid = (toks[:, :, None] >= 0) & (units[:, None, :] >= 0)
     codes = toks[:, :, None] * len(b.names) + units[:, None, :]
-    unique, inverse = np.unique(codes[valid], return_inverse=True)
+    inverse, unique = pd.factorize(codes[valid])
     sims = process.cpdist(a.names[unique // len(b.names)], b.glued[unique % len(b.names)],
                           scorer=Levenshtein.normalized_similarity, dtype=np.float32)
     full = np.full(codes.shape, -1.0, dtype=np.float32)
-    full[valid] = np.asarray(sims)[inverse.ravel()]
-    best, pick = full.max(axis=2), full.argmax(axis=2)
+    full[valid] = np.asarray(sims)[inverse]
+    pick = full.argmax(axis=2)
+    best = np.take_along_axis(full, pick[:, :, None], axis=2)[:, :, 0]
     present = toks >= 0
     score = np.where(present, np.maximum(best, 0), 0).sum(axis=1) / np.maximum(
         present.sum(axis=1), 1)
@@ -154,8 +156,8 @@ def corrections(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex) -> sp
     if len(words) == 0:
         return sparse.csr_matrix(shape, dtype=np.float32)
     names = mine.names[words].astype(str)
-    at, units, _ = top_by_cosine((index.vectorizer.transform(names) @ index.unit_matrix.T).tocsr(),
-                                 CORRECTIONS_PER_WORD)
+    at, units, _ = nearest(index.vectorizer.transform(names), index.unit_grams,
+                           CORRECTIONS_PER_WORD)
     sims = np.asarray(process.cpdist(names[at], index.tokenized.glued[units],
                                      scorer=Levenshtein.normalized_similarity, dtype=np.float32))
     keep = sims >= CORRECTION_SIMILARITY
@@ -163,17 +165,15 @@ def corrections(mine: Tokenized, unknown: np.ndarray, index: LexicalIndex) -> sp
 
 
 def correction_candidates(mine: Tokenized, fixes: sparse.csr_matrix, index: LexicalIndex,
-                          cosine: sparse.csr_matrix,
+                          texts: sparse.csr_matrix,
                           m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and cosines of each text's `m` candidates nearest by `cosine` among those
-    that hold one of the corrections `fixes` of its words."""
-    if fixes.nnz == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    """Rows, columns and cosines of each text's `m` candidates nearest by 3-gram cosine (`texts`:
+    its 3-gram rows) among those that hold one of the corrections `fixes` of its words."""
     holding = (incidence(mine.tokens, len(mine.names)) @ (fixes > 0).astype(np.float32)
-               @ index.holders)
-    allowed = cosine.multiply(holding > 0).tocsr()
-    live = np.flatnonzero(np.diff(allowed.indptr))
-    rows, cols, values = top_by_cosine(allowed[live], m)
+               @ index.holders).tocsr()
+    live = np.flatnonzero(np.diff(holding.indptr))
+    allowed = (texts[live] @ index.grams).multiply(holding[live] > 0).tocsr()
+    rows, cols, values = top_entries(allowed, m)
     return live[rows], cols, values
 
 
@@ -185,26 +185,25 @@ def correction_score(mine: Tokenized, unknown: np.ndarray, rows: np.ndarray,
     return np.where(fixed, best, 0.0).max(axis=1, initial=0.0)
 
 
-def top_by_cosine(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and values of each row's `m` largest positive entries (ties by column),
-    selected on dense blocks of about `TOP_BLOCK_CELLS` cells by a partition per row."""
-    n_rows, n_cols = sims.shape
-    step = max(1, TOP_BLOCK_CELLS // max(n_cols, 1))
-    found = []
-    for start in range(0, n_rows, step):
-        dense = sims[start:start + step].toarray()
-        kth = (-np.partition(-dense, m - 1, axis=1)[:, m - 1:m] if n_cols > m
-               else np.zeros((len(dense), 1), dense.dtype))
-        rows, cols = np.nonzero((dense >= kth) & (dense > 0))
-        values = dense[rows, cols]
-        order = np.lexsort((cols, -values, rows))
-        rows, cols, values = rows[order], cols[order], values[order]
-        keep = np.arange(len(rows)) - np.searchsorted(rows, rows) < m
-        found.append((rows[keep] + start, cols[keep], values[keep]))
-    if not found:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    rows, cols, values = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    return rows, cols, values
+def nearest(texts: sparse.csr_matrix, grams: sparse.csr_matrix,
+            m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and cosines of each 3-gram row of `texts`'s `m` nearest columns of `grams`
+    with a positive cosine, by a product that keeps only each row's top m (sparse_dot_topn;
+    which of equal cosines at the m-th place is kept is the library's choice)."""
+    found = sp_matmul_topn(texts, grams, top_n=m, threshold=0.0).tocoo()
+    return found.row.astype(np.int64), found.col.astype(np.int64), found.data
+
+
+def top_entries(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of each row's `m` largest positive stored entries, ties by
+    column."""
+    found = sims.tocoo()
+    positive = found.data > 0
+    rows, cols, values = found.row[positive], found.col[positive], found.data[positive]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order].astype(np.int64), cols[order].astype(np.int64), values[order]
+    keep = np.arange(len(rows)) - np.searchsorted(rows, rows) < m
+    return rows[keep], cols[keep], values[keep]
 
 
 def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
@@ -221,9 +220,9 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
     keys = batch["query_key"].to_numpy()
     mine = tokenize(texts)
     unknown = unknown_words(mine, index)
-    cosines = (index.vectorizer.transform(texts) @ index.matrix.T).tocsr()
-    found = [top_by_cosine(cosines, 3 * k + 1), correction_candidates(
-        mine, corrections(mine, unknown, index), index, cosines, 3 * k + 1)]
+    grams = index.vectorizer.transform(texts).tocsr()
+    found = [nearest(grams, index.grams, 3 * k + 1), correction_candidates(
+        mine, corrections(mine, unknown, index), index, grams, 3 * k + 1)]
     n = len(index.keys)
     pairs, first = np.unique(np.concatenate([r * n + c for r, c, _ in found]), return_index=True)
     rows, cols = pairs // n, pairs % n
