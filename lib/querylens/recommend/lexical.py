@@ -194,6 +194,12 @@ def nearest(texts: sparse.csr_matrix, grams: sparse.csr_matrix,
     return found.row.astype(np.int64), found.col.astype(np.int64), found.data
 
 
+def first_per_row(rows: np.ndarray, m: int) -> np.ndarray:
+    """Whether each entry is among the first `m` of its row, for entries grouped by `rows`
+    (sorted)."""
+    return np.arange(len(rows)) - np.searchsorted(rows, rows) < m
+
+
 def top_entries(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and values of each row's `m` largest positive stored entries, ties by
     column."""
@@ -202,7 +208,7 @@ def top_entries(sims: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray
     rows, cols, values = found.row[positive], found.col[positive], found.data[positive]
     order = np.lexsort((cols, -values, rows))
     rows, cols, values = rows[order].astype(np.int64), cols[order].astype(np.int64), values[order]
-    keep = np.arange(len(rows)) - np.searchsorted(rows, rows) < m
+    keep = first_per_row(rows, m)
     return rows[keep], cols[keep], values[keep]
 
 
@@ -240,7 +246,7 @@ def lexical_batch(batch: pd.DataFrame, index: LexicalIndex, k: int,
         score = np.where(ahead, forward, backward)
         kept = np.flatnonzero(score >= floor)
         kept = kept[np.lexsort((c[kept], -cos[kept], -score[kept], r[kept]))]
-        kept = kept[np.arange(len(kept)) - np.searchsorted(r[kept], r[kept]) < k]
+        kept = kept[first_per_row(r[kept], k)]
         notes = [note(mine.tokens[r[i]], f_best[i], f_match[i], mine, theirs) if ahead[i]
                  else note(theirs.tokens[c[i]], b_best[i], b_match[i], theirs, mine)
                  for i in kept]
